@@ -1,0 +1,1 @@
+"""moorage: a Kubernetes operator that serves and fine-tunes open-source LLMs."""
