@@ -1,0 +1,163 @@
+"""spec of an OpenSourceModel: what the user asks for.
+
+Defaults live here, in Python, and are applied when the operator plans: the CRD schema carries none, so
+what Git holds and what the cluster holds stay the same object and GitOps sees no drift.
+"""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from moorage.api.base import ApiModel, Rule
+from moorage.api.finetune import FineTune
+from moorage.api.scheduling import Scheduling
+
+MODEL_URI_PATTERN = r"^[a-z][a-z0-9+.-]*://.+$"
+HF_MODEL_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+
+Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=32)]
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the model's namespace."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
+
+
+class Source(ApiModel):
+    """Where the weights come from."""
+
+    rules = (
+        Rule(
+            cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
+            message="must be hf://<org>/<name>, the only source scheme this version knows",
+            check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
+            field="uri",
+        ),
+    )
+
+    uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
+    """hf://<org>/<name>, a model repository on the Hugging Face hub (or the hub at the operator's
+    HF_ENDPOINT)."""
+    revision: Annotated[str, Field(min_length=1, max_length=255)] = "main"
+    """Branch, tag or commit sha. A branch is resolved to a commit once; status.resolvedRevision pins it,
+    and the weights change only when the branch moves and the operator resolves it again."""
+    token_secret_ref: SecretKeyRef | None = None
+    """The hub token for gated or private models. It reaches the pull Job through an environment
+    variable from the Secret and is never written to status, events, logs or pod arguments."""
+    include: Annotated[list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=64)] = None
+    """Glob patterns of the files to pull. Default: safetensors weights, configs and tokenizer files."""
+    trust_remote_code: bool = False
+    """Let vLLM run the model repository's own Python code. Off unless you trust the repository."""
+
+
+class Vllm(ApiModel):
+    """Flags of `vllm serve`, typed. Anything else goes in extraArgs."""
+
+    served_model_name: Annotated[str | None, Field(min_length=1, max_length=253)] = None
+    """The name clients put in `model`. Default: the OpenSourceModel's name."""
+    max_model_len: Annotated[int | None, Field(ge=16, le=10485760)] = None
+    """Context length. Default: the model's own."""
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes", "gguf", "compressed-tensors", "awq_marlin",
+                          "gptq_marlin"] | None = None
+    gpu_memory_utilization: Annotated[float | None, Field(gt=0, le=1)] = None
+    """Fraction of each GPU's memory vLLM may use. vLLM's default is 0.9."""
+    tensor_parallel_size: Annotated[int | None, Field(ge=1, le=64)] = None
+    """Default: serving.gpus."""
+    extra_args: Annotated[list[str] | None, Field(max_length=64)] = None
+    """Appended to the command line as written, e.g. [--enable-prefix-caching]."""
+
+
+class Rollout(ApiModel):
+    """How a change of spec replaces running replicas."""
+
+    rules = (
+        Rule(
+            cel="(has(self.maxSurge) ? self.maxSurge : 1) + (has(self.maxUnavailable) ? self.maxUnavailable : 0) > 0",
+            message="maxSurge and maxUnavailable must not both be 0: a rollout could never start",
+            check=lambda r: r.surge() + r.unavailable() > 0,
+        ),
+    )
+
+    max_surge: Annotated[int | None, Field(ge=0, le=100)] = None
+    """Extra replicas allowed during a rollout. Default 1: capacity never drops."""
+    max_unavailable: Annotated[int | None, Field(ge=0, le=100)] = None
+    """Replicas that may be missing during a rollout. Default 0."""
+    progress_deadline_seconds: Annotated[int | None, Field(ge=60, le=86400)] = None
+    """How long a rollout may make no progress before the model reports it Stalled. Default 1800: big
+    models load slowly."""
+
+    def surge(self) -> int:
+        return 1 if self.max_surge is None else self.max_surge
+
+    def unavailable(self) -> int:
+        return 0 if self.max_unavailable is None else self.max_unavailable
+
+    def deadline(self) -> int:
+        return 1800 if self.progress_deadline_seconds is None else self.progress_deadline_seconds
+
+
+class Resources(ApiModel):
+    """CPU and memory of each serving pod, besides its GPUs."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Serving(ApiModel):
+    """How the model is served: vLLM pods behind a Service."""
+
+    rules = (
+        Rule(
+            cel="!has(self.vllm) || !has(self.vllm.tensorParallelSize)"
+            " || self.vllm.tensorParallelSize <= (has(self.gpus) ? self.gpus : 1)",
+            message="vllm.tensorParallelSize cannot exceed gpus: each shard needs a GPU of its own",
+            check=lambda s: s.tensor_parallel_size() <= s.gpus,
+            field="vllm",
+        ),
+    )
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Also the scale subresource: kubectl scale osm/<name> --replicas=3."""
+    gpus: Annotated[int, Field(ge=1, le=64)] = 1
+    """GPUs per replica."""
+    gpu_resource_name: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = "nvidia.com/gpu"
+    gpu_profile: Annotated[str | None, Field(max_length=63)] = None
+    """Which GPU the pods get (e.g. nvidia-l4, nvidia-h100-80gb), for the check that the weights fit.
+    Default: the operator's --default-gpu-profile."""
+    image: Annotated[str | None, Field(max_length=512)] = None
+    """The vLLM image. Default: the operator's --vllm-image."""
+    resources: Resources | None = None
+    scheduling: Scheduling | None = None
+    vllm: Vllm = Vllm()
+    rollout: Rollout = Rollout()
+
+    def tensor_parallel_size(self) -> int:
+        return self.vllm.tensor_parallel_size or self.gpus
+
+
+class Cache(ApiModel):
+    """The volume the weights are pulled into, shared by every model that uses the same weights."""
+
+    storage_class_name: Annotated[str | None, Field(max_length=253)] = None
+    """Default: the cluster's default StorageClass."""
+    size: Quantity | None = None
+    """Default: the size of the files, plus room for adapters and datasets."""
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] | None = None
+    """Default ReadWriteMany, so replicas on several nodes can mount it. Use ReadWriteOnce where the
+    storage class offers nothing else and all replicas fit on one node."""
+
+
+class OpenSourceModelSpec(ApiModel):
+    """An open-source model, served by vLLM and optionally fine-tuned first."""
+
+    source: Source
+    serving: Serving = Serving()
+    cache: Cache = Cache()
+    fine_tune: FineTune | None = None
+    """Train a LoRA adapter first, then serve base + adapter."""

@@ -1,0 +1,81 @@
+"""status of an OpenSourceModel: what is true now, kstatus-style, so kubectl wait and Argo CD read it."""
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from moorage.api.base import ApiModel
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    """The model serves its current spec: weights pulled, adapter trained, every replica up to date."""
+    RECONCILING = "Reconciling"
+    """The operator is working towards the spec (pulling, training, rolling out); kstatus reads it."""
+    STALLED = "Stalled"
+    """Progress stopped and needs a person: the reason and message say what to fix."""
+    WEIGHTS_READY = "WeightsReady"
+    """The weights of status.resolvedRevision are whole and verified on the cache volume."""
+    FINE_TUNED = "FineTuned"
+    """The adapter of the current spec.fineTune is trained (only with spec.fineTune)."""
+    AVAILABLE = "Available"
+    """At least one replica answers (it may still serve the previous spec during a rollout)."""
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    observed_generation: int | None = None
+    last_transition_time: str
+    """RFC 3339, when status last changed (not reason or message)."""
+
+
+class WeightsStatus(ApiModel):
+    """The weights on the cache volume."""
+
+    files: int | None = None
+    bytes: int | None = None
+    claim: str | None = None
+    """The PersistentVolumeClaim that holds them, shared by every model on the same weights."""
+    path: str | None = None
+    """Where the snapshot lies on that claim."""
+
+
+class FineTuneStatus(ApiModel):
+    """The adapter trained for the current spec.fineTune."""
+
+    adapter: str | None = None
+    """Content-addressed id of the adapter: the same base, data and settings give the same id."""
+    path: str | None = None
+    served_model_name: str | None = None
+    """Put this in the OpenAI request's `model` to get the fine-tuned model."""
+    steps: int | None = None
+    final_loss: float | None = None
+    duration_seconds: float | None = None
+
+
+class OpenSourceModelStatus(ApiModel):
+    """What the operator observed. Written only by the operator."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = []
+    resolved_revision: str | None = None
+    """The commit sha served (or being rolled out)."""
+    weights: WeightsStatus | None = None
+    fine_tune: FineTuneStatus | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    updated_replicas: int | None = None
+    selector: str | None = None
+    """Label selector of the serving pods, for the scale subresource (and so for HPA)."""
+    endpoint: str | None = None
+    """Base URL of the OpenAI-compatible API inside the cluster."""
+    served_model_name: str | None = None
+
+    def condition(self, type_: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
