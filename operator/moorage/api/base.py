@@ -49,12 +49,15 @@ class ApiModel(BaseModel):
         return self
 
     @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
         schema = handler(core_schema)
         if cls.rules:
             target = handler.resolve_ref_schema(schema)
             target["x-kubernetes-validations"] = [
-                {"rule": r.cel, "message": r.message} | ({"fieldPath": f".{to_camel(r.field)}"} if r.field else {})
+                {"rule": r.cel, "message": r.message}
+                | ({"fieldPath": f".{to_camel(r.field)}"} if r.field else {})
                 for r in cls.rules
             ]
         return schema

@@ -16,12 +16,20 @@ PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.source.uri"},
     {"name": "Revision", "type": "string", "jsonPath": ".status.resolvedRevision"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas",
-     "description": "Serving replicas that are ready"},
+    {
+        "name": "Replicas",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "description": "Serving replicas that are ready",
+    },
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Reason", "type": "string", "priority": 1,
-     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
 ]
 
 
@@ -61,7 +69,11 @@ def _structural(node: Any, defs: Schema) -> Any:
         # Kubernetes prunes unknown fields itself (and kubectl's strict validation names them);
         # a structural schema may not say additionalProperties: false.
         out.pop("additionalProperties", None)
-    if "properties" in out or "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        or "additionalProperties" in out
+        or out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out.setdefault("type", "object")
     if out.get("additionalProperties") is True:
         del out["additionalProperties"]

@@ -4,6 +4,7 @@ A program reports through its exit code (retry or not) and a one-line JSON repor
 termination message, which the operator reads back from the Job's pod to fill status.
 """
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
@@ -60,7 +61,5 @@ class Report:
 
     def write(self, path: Path = TERMINATION_LOG) -> None:
         """Best effort: outside a pod the termination log is usually not writable."""
-        try:
+        with contextlib.suppress(OSError):
             path.write_text(self.to_json())
-        except OSError:
-            pass

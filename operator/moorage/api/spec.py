@@ -49,7 +49,9 @@ class Source(ApiModel):
     token_secret_ref: SecretKeyRef | None = None
     """The hub token for gated or private models. It reaches the pull Job through an environment
     variable from the Secret and is never written to status, events, logs or pod arguments."""
-    include: Annotated[list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=64)] = None
+    include: Annotated[
+        list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=64)
+    ] = None
     """Glob patterns of the files to pull. Default: safetensors weights, configs and tokenizer files."""
     trust_remote_code: bool = False
     """Let vLLM run the model repository's own Python code. Off unless you trust the repository."""
@@ -63,8 +65,12 @@ class Vllm(ApiModel):
     max_model_len: Annotated[int | None, Field(ge=16, le=10485760)] = None
     """Context length. Default: the model's own."""
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
-    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes", "gguf", "compressed-tensors", "awq_marlin",
-                          "gptq_marlin"] | None = None
+    quantization: (
+        Literal[
+            "awq", "gptq", "fp8", "bitsandbytes", "gguf", "compressed-tensors", "awq_marlin", "gptq_marlin"
+        ]
+        | None
+    ) = None
     gpu_memory_utilization: Annotated[float | None, Field(gt=0, le=1)] = None
     """Fraction of each GPU's memory vLLM may use. vLLM's default is 0.9."""
     tensor_parallel_size: Annotated[int | None, Field(ge=1, le=64)] = None
@@ -78,7 +84,8 @@ class Rollout(ApiModel):
 
     rules = (
         Rule(
-            cel="(has(self.maxSurge) ? self.maxSurge : 1) + (has(self.maxUnavailable) ? self.maxUnavailable : 0) > 0",
+            cel="(has(self.maxSurge) ? self.maxSurge : 1)"
+            " + (has(self.maxUnavailable) ? self.maxUnavailable : 0) > 0",
             message="maxSurge and maxUnavailable must not both be 0: a rollout could never start",
             check=lambda r: r.surge() + r.unavailable() > 0,
         ),
@@ -126,7 +133,9 @@ class Serving(ApiModel):
     """Also the scale subresource: kubectl scale osm/<name> --replicas=3."""
     gpus: Annotated[int, Field(ge=1, le=64)] = 1
     """GPUs per replica."""
-    gpu_resource_name: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = "nvidia.com/gpu"
+    gpu_resource_name: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
+        "nvidia.com/gpu"
+    )
     gpu_profile: Annotated[str | None, Field(max_length=63)] = None
     """Which GPU the pods get (e.g. nvidia-l4, nvidia-h100-80gb), for the check that the weights fit.
     Default: the operator's --default-gpu-profile."""

@@ -63,9 +63,12 @@ class OpenSourceModelStatus(ApiModel):
     """What the operator observed. Written only by the operator."""
 
     observed_generation: int | None = None
-    conditions: list[Condition] = []
+    conditions: tuple[Condition, ...] = ()
     resolved_revision: str | None = None
-    """The commit sha served (or being rolled out)."""
+    """The commit sha the spec's source revision resolved to: what is (or is about to be) served."""
+    serving_revision: str | None = None
+    """The commit sha the serving pods run now. Differs from resolvedRevision while new weights are
+    pulled or a rollout is under way."""
     weights: WeightsStatus | None = None
     fine_tune: FineTuneStatus | None = None
     replicas: int | None = None

@@ -1,0 +1,63 @@
+"""The whole plan of one model: which children should exist now, in what form.
+
+Order comes from facts, not from sleeps: the serving Deployment appears only once the weights (and the
+adapter) it would serve are whole; until new ones are, it keeps serving what it served.
+"""
+
+from dataclasses import dataclass, field
+
+from moorage.api.model import OpenSourceModel
+from moorage.plan import finetune, serving, weights
+from moorage.plan.config import PlanConfig
+from moorage.plan.meta import Manifest
+from moorage.plan.observed import Observed
+from moorage.plan.serving import ServingTarget
+
+
+@dataclass(frozen=True)
+class Plan:
+    children: list[Manifest] = field(default_factory=list)
+    """What should exist, in the order to apply it."""
+    desired: ServingTarget | None = None
+    """What the current spec wants served, once its weights are known."""
+    target: ServingTarget | None = None
+    """What the Deployment serves after this reconcile (the desired target, or the previous one while
+    the desired weights are still being pulled or trained)."""
+
+    def names(self, kind: str) -> set[str]:
+        return {c["metadata"]["name"] for c in self.children if c["kind"] == kind}
+
+
+def desired_target(model: OpenSourceModel, observed: Observed) -> ServingTarget | None:
+    resolved = observed.resolved
+    if resolved is None:
+        return None
+    adapter = finetune.adapter(model, resolved, observed.dataset) if model.spec.fine_tune else None
+    return ServingTarget(
+        resolved.sha, weights.claim_name(model, resolved), weights.snapshot_path(resolved), adapter
+    )
+
+
+def _ready(model: OpenSourceModel, observed: Observed) -> bool:
+    """The desired target's weights, and adapter, are whole on the volume."""
+    pulled = observed.pull is not None and observed.pull.succeeded
+    if model.spec.fine_tune:
+        return pulled and observed.finetune is not None and observed.finetune.succeeded
+    return pulled
+
+
+def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan:
+    children: list[Manifest] = [serving.service(model)]
+    desired = desired_target(model, observed)
+    resolved = observed.resolved
+    if resolved is not None and observed.problem is None:
+        children += [weights.weights_claim(model, resolved), weights.pull_job(model, resolved, config)]
+        if model.spec.fine_tune and observed.pull is not None and observed.pull.succeeded:
+            children.append(finetune.finetune_job(model, resolved, observed.dataset, config))
+    current = ServingTarget.from_annotations(observed.deployment.annotations) if observed.deployment else None
+    target = (
+        desired if desired is not None and observed.problem is None and _ready(model, observed) else current
+    )
+    if target is not None:
+        children.append(serving.deployment(model, target, config))
+    return Plan(children, desired, target)

@@ -1,0 +1,117 @@
+"""What the operator saw of a model's world, reduced to the facts the plan and the status need.
+
+Built by the reconcile layer from API objects (see `from_*` helpers), so the logic on top is pure and is
+tested without a cluster.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.api.programs import Report
+from moorage.api.resolved import ResolvedSource
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops progress, as a condition reason and a message naming what to fix."""
+
+    reason: str
+    message: str
+    retryable: bool = False
+    """True: the operator keeps trying (Reconciling); False: a person must act (Stalled)."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    succeeded: bool = False
+    failed: bool = False
+    active: bool = False
+    report: Report | None = None
+    """The termination message of the Job's last pod that wrote one."""
+    failure_message: str = ""
+    """The Job's Failed condition message (backoff limit, deadline, pod failure policy)."""
+
+    @staticmethod
+    def from_job(job: dict[str, Any], report: Report | None = None) -> "JobState":
+        status = job.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failed = conditions.get("Failed")
+        return JobState(
+            succeeded="Complete" in conditions,
+            failed=failed is not None,
+            active=bool(status.get("active")),
+            report=report,
+            failure_message=(failed or {}).get("message", ""),
+        )
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    generation: int
+    observed_generation: int
+    replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    desired_replicas: int
+    annotations: dict[str, str]
+    progress_deadline_exceeded: str | None = None
+    """The Deployment's Progressing message when its deadline passed, else None."""
+
+    @staticmethod
+    def from_deployment(deployment: dict[str, Any]) -> "DeploymentState":
+        status = deployment.get("status") or {}
+        stuck = next(
+            (
+                c.get("message", "")
+                for c in status.get("conditions") or []
+                if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            ),
+            None,
+        )
+        metadata = deployment.get("metadata") or {}
+        return DeploymentState(
+            generation=int(metadata.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+            replicas=int(status.get("replicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            available_replicas=int(status.get("availableReplicas") or 0),
+            desired_replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
+            annotations=dict(metadata.get("annotations") or {}),
+            progress_deadline_exceeded=stuck,
+        )
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every replica runs the current template and is ready, and no old pod is left."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas == self.desired_replicas
+            and self.ready_replicas == self.desired_replicas
+            and self.replicas == self.desired_replicas
+        )
+
+
+def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's reason when a serving pod cannot be placed (e.g. no node has enough GPUs)."""
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                return str(condition.get("message") or "no node fits the pod")
+    return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one reconcile learned, before deciding anything."""
+
+    resolved: ResolvedSource | None = None
+    dataset: ResolvedSource | None = None
+    """The fine-tune dataset, when it comes from the hub."""
+    problem: Problem | None = None
+    """A problem found before any child is planned: resolution, sizing, a bad reference."""
+    pull: JobState | None = None
+    finetune: JobState | None = None
+    deployment: DeploymentState | None = None
+    unschedulable: str | None = None

@@ -1,0 +1,239 @@
+"""The serving side of a model: vLLM pods in a Deployment, behind a Service."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.api.layout import WEIGHTS_MOUNT
+from moorage.api.model import OpenSourceModel
+from moorage.plan.config import PlanConfig
+from moorage.plan.meta import Manifest, child, labels, selector
+from moorage.plan.placement import place
+from moorage.plan.security import container_security_context, pod_security_context
+
+PORT = 8000
+TARGET_ANNOTATIONS = (
+    "moorage.dev/revision",
+    "moorage.dev/claim",
+    "moorage.dev/weights-path",
+    "moorage.dev/adapter",
+    "moorage.dev/adapter-path",
+    "moorage.dev/adapter-rank",
+)
+STARTUP_PERIOD_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A trained LoRA adapter to serve beside the base weights."""
+
+    served_name: str
+    path: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """What the pods serve: weights (and adapter) that are whole on the volume."""
+
+    revision: str
+    claim: str
+    weights_path: str
+    adapter: Adapter | None = None
+
+    def annotations(self) -> dict[str, str]:
+        values = [self.revision, self.claim, self.weights_path]
+        if self.adapter:
+            values += [self.adapter.served_name, self.adapter.path, str(self.adapter.rank)]
+        return dict(zip(TARGET_ANNOTATIONS, values, strict=False))
+
+    @staticmethod
+    def from_annotations(annotations: dict[str, str]) -> "ServingTarget | None":
+        """What a running Deployment serves, read back from the annotations this module wrote."""
+        try:
+            revision, claim, path = (annotations[key] for key in TARGET_ANNOTATIONS[:3])
+        except KeyError:
+            return None
+        adapter = None
+        if TARGET_ANNOTATIONS[3] in annotations:
+            name, adapter_path, rank = (annotations.get(key, "") for key in TARGET_ANNOTATIONS[3:])
+            adapter = Adapter(name, adapter_path, int(rank or 0))
+        return ServingTarget(revision, claim, path, adapter)
+
+
+def served_model_name(model: OpenSourceModel) -> str:
+    return model.spec.serving.vllm.served_model_name or model.metadata.name
+
+
+def endpoint(model: OpenSourceModel, config: PlanConfig) -> str:
+    return f"http://{model.metadata.name}.{model.metadata.namespace}.svc.{config.cluster_domain}:{PORT}/v1"
+
+
+def vllm_args(model: OpenSourceModel, target: ServingTarget) -> list[str]:
+    """The command line of `vllm serve`: typed flags first, the user's extraArgs last so they win."""
+    serving, vllm = model.spec.serving, model.spec.serving.vllm
+    args = [
+        target.weights_path,
+        "--served-model-name",
+        served_model_name(model),
+        "--port",
+        str(PORT),
+        "--tensor-parallel-size",
+        str(serving.tensor_parallel_size()),
+    ]
+    optional = {
+        "--max-model-len": vllm.max_model_len,
+        "--dtype": vllm.dtype,
+        "--quantization": vllm.quantization,
+        "--gpu-memory-utilization": vllm.gpu_memory_utilization,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    if model.spec.source.trust_remote_code:
+        args.append("--trust-remote-code")
+    if target.adapter:
+        adapter = target.adapter
+        args += [
+            "--enable-lora",
+            "--lora-modules",
+            f"{adapter.served_name}={adapter.path}",
+            "--max-lora-rank",
+            str(_lora_rank_bucket(adapter.rank)),
+        ]
+    return args + list(vllm.extra_args or ())
+
+
+def _lora_rank_bucket(rank: int) -> int:
+    """vLLM accepts only these --max-lora-rank values; take the smallest that holds the adapter."""
+    for bucket in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= bucket:
+            return bucket
+    return rank
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def _resources(model: OpenSourceModel) -> dict[str, Any]:
+    serving = model.spec.serving
+    gpus = {serving.gpu_resource_name: str(serving.gpus)}
+    requests: dict[str, str] = dict(gpus)
+    limits: dict[str, str] = dict(gpus)
+    if serving.resources and serving.resources.cpu:
+        requests["cpu"] = serving.resources.cpu
+    if serving.resources and serving.resources.memory:
+        requests["memory"] = limits["memory"] = serving.resources.memory
+    return {"requests": requests, "limits": limits}
+
+
+def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:
+    serving = model.spec.serving
+    deadline = serving.rollout.deadline()
+    container = {
+        "name": "vllm",
+        "image": serving.image or config.vllm_image,
+        "command": ["vllm", "serve"],
+        "args": vllm_args(model, target),
+        "env": [
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "HOME", "value": "/home/vllm"},
+            {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+            {"name": "DO_NOT_TRACK", "value": "1"},
+        ],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": _resources(model),
+        # Loading big weights takes minutes: the startup probe allows the whole rollout deadline.
+        "startupProbe": _probe("/health", STARTUP_PERIOD_SECONDS, max(deadline // STARTUP_PERIOD_SECONDS, 1)),
+        "readinessProbe": _probe("/v1/models", 10, 3),
+        "livenessProbe": _probe("/health", 15, 4, timeout=10),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "weights", "mountPath": str(WEIGHTS_MOUNT), "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "home", "mountPath": "/home/vllm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "automountServiceAccountToken": False,
+        # Service links would put VLLM_PORT-like variables in the environment, which vLLM misreads.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": pod_security_context(),
+        "volumes": [
+            {"name": "weights", "persistentVolumeClaim": {"claimName": target.claim, "readOnly": True}},
+            # NCCL and vLLM's workers exchange tensors through shared memory.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{2 * serving.gpus}Gi"}},
+            {"name": "home", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    return place(spec, serving.scheduling, serving.gpu_resource_name)
+
+
+def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> Manifest:
+    serving = model.spec.serving
+    pod_labels = labels(model, "serving")
+    body = {
+        "spec": {
+            "replicas": serving.replicas,
+            "selector": {"matchLabels": selector(model)},
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": serving.rollout.deadline(),
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": serving.rollout.surge(),
+                    "maxUnavailable": serving.rollout.unavailable(),
+                },
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                        **target.annotations(),
+                    },
+                },
+                "spec": _pod_spec(model, target, config),
+            },
+        }
+    }
+    return child(
+        model,
+        api_version="apps/v1",
+        kind="Deployment",
+        name=model.metadata.name,
+        labels_=pod_labels,
+        body=body,
+        annotations=target.annotations(),
+    )
+
+
+def service(model: OpenSourceModel) -> Manifest:
+    body = {
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(model),
+            "ports": [
+                {"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+            ],
+        }
+    }
+    return child(
+        model,
+        api_version="v1",
+        kind="Service",
+        name=model.metadata.name,
+        labels_=labels(model, "serving"),
+        body=body,
+    )

@@ -1,0 +1,228 @@
+"""The model's status, derived from what was observed and planned: pure, so every case is a unit test."""
+
+from dataclasses import dataclass
+
+from moorage.api.layout import content_hash
+from moorage.api.model import OpenSourceModel
+from moorage.api.status import Condition, ConditionType, FineTuneStatus, OpenSourceModelStatus, WeightsStatus
+from moorage.plan import meta
+from moorage.plan.children import Plan
+from moorage.plan.config import PlanConfig
+from moorage.plan.observed import JobState, Observed, Problem
+from moorage.plan.serving import endpoint, served_model_name
+
+T = ConditionType
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: bool
+    reason: str
+    message: str = ""
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB"
+
+
+def _job_problem(job: JobState, default_reason: str) -> Problem:
+    if job.report and not job.report.ok:
+        return Problem(job.report.reason, job.report.message)
+    return Problem(default_reason, job.failure_message or "the Job failed; see its pod's logs")
+
+
+def _weights(observed: Observed) -> Verdict:
+    resolved = observed.resolved
+    if resolved is None:
+        return Verdict(False, "Resolving", "resolving the source revision on the hub")
+    what = (
+        f"{resolved.repo_id}@{resolved.sha[:12]} ({len(resolved.files)} files, {_gib(resolved.total_bytes)})"
+    )
+    pull = observed.pull
+    if pull is not None and pull.succeeded:
+        return Verdict(True, "Pulled", f"{what} verified on the cache volume")
+    if pull is not None and pull.failed:
+        problem = _job_problem(pull, "PullFailed")
+        return Verdict(False, problem.reason, problem.message)
+    return Verdict(False, "Pulling", f"pulling {what}")
+
+
+def _fine_tuned(model: OpenSourceModel, observed: Observed, weights: Verdict) -> Verdict | None:
+    if model.spec.fine_tune is None:
+        return None
+    if not weights.status:
+        return Verdict(False, "WaitingForWeights", "training starts once the base weights are pulled")
+    job = observed.finetune
+    if job is not None and job.succeeded:
+        return Verdict(True, "Trained", job.report.message if job.report else "adapter trained")
+    if job is not None and job.failed:
+        problem = _job_problem(job, "TrainingFailed")
+        return Verdict(False, problem.reason, problem.message)
+    return Verdict(False, "Training", "training the LoRA adapter")
+
+
+def _available(observed: Observed) -> Verdict:
+    deployment = observed.deployment
+    if deployment is None:
+        return Verdict(False, "NotDeployed", "the serving Deployment is created once the weights are ready")
+    if deployment.available_replicas > 0:
+        return Verdict(
+            True, "MinimumReplicasAvailable", f"{deployment.available_replicas} replica(s) answering"
+        )
+    if observed.unschedulable:
+        return Verdict(False, "Unschedulable", observed.unschedulable)
+    return Verdict(False, "NoReplicasAvailable", "no serving replica is ready")
+
+
+def _stall(
+    model: OpenSourceModel, observed: Observed, weights: Verdict, tuned: Verdict | None
+) -> Problem | None:
+    """A problem no retry will fix: a person has to change the spec or the world."""
+    if observed.problem and not observed.problem.retryable:
+        return observed.problem
+    if observed.pull and observed.pull.failed:
+        return Problem(weights.reason, weights.message)
+    if tuned is not None and observed.finetune and observed.finetune.failed:
+        return Problem(tuned.reason, tuned.message)
+    deployment = observed.deployment
+    if deployment and deployment.progress_deadline_exceeded is not None:
+        deadline = model.spec.serving.rollout.deadline()
+        return Problem(
+            "ProgressDeadlineExceeded",
+            f"the rollout made no progress for {deadline}s: {deployment.progress_deadline_exceeded}",
+        )
+    return None
+
+
+def _ready(
+    model: OpenSourceModel, observed: Observed, plan: Plan, weights: Verdict, tuned: Verdict | None
+) -> Verdict:
+    if observed.problem:
+        return Verdict(False, observed.problem.reason, observed.problem.message)
+    if not weights.status:
+        return Verdict(False, weights.reason, weights.message)
+    if tuned is not None and not tuned.status:
+        return Verdict(False, tuned.reason, tuned.message)
+    deployment = observed.deployment
+    # The Deployment observed must be the one planned: same target, same spec, fully rolled out.
+    planned = next((c for c in plan.children if c["kind"] == "Deployment"), None)
+    if deployment is None or planned is None:
+        return Verdict(False, "Deploying", "creating the serving Deployment")
+    if (
+        deployment.annotations.get(meta.SPEC_HASH) != planned["metadata"]["annotations"][meta.SPEC_HASH]
+        or not deployment.rolled_out
+    ):
+        if observed.unschedulable:
+            return Verdict(False, "Unschedulable", observed.unschedulable)
+        return Verdict(
+            False,
+            "RollingOut",
+            f"{deployment.updated_replicas} of {model.spec.serving.replicas} "
+            f"replica(s) updated, {deployment.ready_replicas} ready",
+        )
+    if model.spec.serving.replicas == 0:
+        return Verdict(True, "ScaledToZero", "no replica is asked for")
+    return Verdict(
+        True,
+        "Serving",
+        f"{deployment.ready_replicas} replica(s) serving {plan.desired.revision[:12]}"
+        if plan.desired
+        else "serving",
+    )
+
+
+def _conditions(
+    verdicts: dict[ConditionType, Verdict | None],
+    previous: OpenSourceModelStatus,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    conditions = []
+    for type_, verdict in verdicts.items():
+        if verdict is None:
+            continue
+        status = "True" if verdict.status else "False"
+        before = previous.condition(type_)
+        # lastTransitionTime moves only when the status flips, as metav1.Condition requires.
+        since = before.last_transition_time if before is not None and before.status == status else now
+        conditions.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=verdict.reason,
+                message=verdict.message,
+                observed_generation=generation,
+                last_transition_time=since,
+            )
+        )
+    return conditions
+
+
+def status(
+    model: OpenSourceModel, observed: Observed, plan: Plan, config: PlanConfig, now: str
+) -> OpenSourceModelStatus:
+    """The status to write: the previous status only lends its transition times."""
+    previous = model.status
+    weights = _weights(observed)
+    tuned = _fine_tuned(model, observed, weights)
+    stall = _stall(model, observed, weights, tuned)
+    ready = _ready(model, observed, plan, weights, tuned)
+    verdicts: dict[ConditionType, Verdict | None] = {
+        T.READY: ready,
+        T.RECONCILING: Verdict(
+            not ready.status and stall is None,
+            ready.reason if not ready.status else "Done",
+            ready.message if not ready.status else "",
+        ),
+        T.STALLED: Verdict(True, stall.reason, stall.message) if stall else Verdict(False, "Progressing"),
+        T.WEIGHTS_READY: weights,
+        T.FINE_TUNED: tuned,
+        T.AVAILABLE: _available(observed),
+    }
+    resolved = observed.resolved
+    deployment = observed.deployment
+    fine_tune = None
+    if plan.desired and plan.desired.adapter and tuned is not None:
+        details = observed.finetune.report.details if observed.finetune and observed.finetune.report else {}
+        fine_tune = FineTuneStatus(
+            adapter=plan.desired.adapter.path.rsplit("/", 1)[-1],
+            path=plan.desired.adapter.path,
+            served_model_name=plan.desired.adapter.served_name,
+            steps=_int(details.get("steps")),
+            final_loss=_float(details.get("finalLoss")),
+            duration_seconds=_float(details.get("seconds")),
+        )
+    return OpenSourceModelStatus(
+        observed_generation=model.metadata.generation,
+        conditions=_conditions(verdicts, previous, model.metadata.generation, now),
+        resolved_revision=resolved.sha if resolved else previous.resolved_revision,
+        serving_revision=plan.target.revision if plan.target else None,
+        weights=WeightsStatus(
+            files=len(resolved.files),
+            bytes=resolved.total_bytes,
+            claim=plan.desired.claim if plan.desired else None,
+            path=plan.desired.weights_path if plan.desired else None,
+        )
+        if resolved
+        else previous.weights,
+        fine_tune=fine_tune,
+        replicas=deployment.replicas if deployment else 0,
+        ready_replicas=deployment.ready_replicas if deployment else 0,
+        updated_replicas=deployment.updated_replicas if deployment else 0,
+        selector=",".join(f"{k}={v}" for k, v in meta.selector(model).items()),
+        endpoint=endpoint(model, config),
+        served_model_name=served_model_name(model),
+    )
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def fingerprint(status: OpenSourceModelStatus) -> str:
+    """Equal fingerprints, nothing to write."""
+    return content_hash(status.wire(), length=32)

@@ -1,0 +1,139 @@
+"""The weights of a model: a content-addressed volume and the Job that fills it."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from moorage.api.layout import WEIGHTS_MOUNT, content_hash, snapshot_dir
+from moorage.api.model import API_VERSION, KIND, OpenSourceModel
+from moorage.api.resolved import ResolvedSource
+from moorage.plan.config import PlanConfig
+from moorage.plan.jobs import job_spec
+from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, labels, truncate_name
+from moorage.plan.security import container_security_context, pod_security_context
+
+GIB = 1024**3
+HEADROOM_BYTES = 2 * GIB
+"""Room beside the weights for adapters, datasets and the filesystem's own overhead."""
+
+
+def weights_id(model: OpenSourceModel, resolved: ResolvedSource) -> str:
+    """Same weights and same cache settings, same id: every model on them shares one volume."""
+    return content_hash(resolved.repo_type, resolved.repo_id, resolved.sha, model.spec.cache.wire())
+
+
+def claim_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
+    return f"moorage-weights-{weights_id(model, resolved)}"
+
+
+def claim_size(model: OpenSourceModel, resolved: ResolvedSource) -> str:
+    if model.spec.cache.size:
+        return model.spec.cache.size
+    return f"{math.ceil((resolved.total_bytes * 1.1 + HEADROOM_BYTES) / GIB)}Gi"
+
+
+def shared_owner_reference(model: OpenSourceModel) -> dict[str, Any]:
+    """Not a controller reference: several models own the volume, and it goes with the last of them."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": model.metadata.name,
+        "uid": model.metadata.uid or "",
+        "blockOwnerDeletion": False,
+    }
+
+
+def weights_claim(model: OpenSourceModel, resolved: ResolvedSource) -> Manifest:
+    cache = model.spec.cache
+    spec: dict[str, Any] = {
+        "accessModes": [cache.access_mode or "ReadWriteMany"],
+        "resources": {"requests": {"storage": claim_size(model, resolved)}},
+    }
+    if cache.storage_class_name:
+        spec["storageClassName"] = cache.storage_class_name
+    weights_labels = {
+        "app.kubernetes.io/name": "moorage-weights",
+        "app.kubernetes.io/component": "weights",
+        "app.kubernetes.io/part-of": "moorage",
+        "app.kubernetes.io/managed-by": "moorage",
+        WEIGHTS_LABEL: weights_id(model, resolved),
+    }
+    annotations = {"moorage.dev/source": resolved.uri, "moorage.dev/revision": resolved.sha}
+    return child(
+        model,
+        api_version="v1",
+        kind="PersistentVolumeClaim",
+        name=claim_name(model, resolved),
+        labels_=weights_labels,
+        body={"spec": spec},
+        annotations=annotations,
+        owner=shared_owner_reference(model),
+    )
+
+
+def snapshot_path(resolved: ResolvedSource) -> str:
+    return str(snapshot_dir(WEIGHTS_MOUNT, resolved.repo_id, resolved.repo_type, resolved.sha))
+
+
+def pull_job_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
+    return truncate_name(model.metadata.name, f"pull-{weights_id(model, resolved)}")
+
+
+def hub_env(model: OpenSourceModel, config: PlanConfig) -> list[dict[str, Any]]:
+    """Hub settings for a pod; the token comes from the Secret, so it is never in the manifest."""
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    if config.hf_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": config.hf_endpoint})
+    ref = model.spec.source.token_secret_ref
+    if ref:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
+def pull_container(
+    name: str, source: ResolvedSource, include: Sequence[str], model: OpenSourceModel, config: PlanConfig
+) -> dict[str, Any]:
+    """`moorage pull` of one pinned source onto the weights volume."""
+    args = ["pull", source.uri, "--revision", source.sha, "--dest", str(WEIGHTS_MOUNT)]
+    for pattern in include:
+        args += ["--include", pattern]
+    return {
+        "name": name,
+        "image": config.operator_image,
+        "command": ["moorage"],
+        "args": args,
+        "env": [*hub_env(model, config), {"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "weights", "mountPath": str(WEIGHTS_MOUNT)},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def pull_job(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> Manifest:
+    container = pull_container("pull", resolved, model.spec.source.include or (), model, config)
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "weights", "persistentVolumeClaim": {"claimName": claim_name(model, resolved)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    job_labels = labels(model, "weights")
+    body = {"spec": job_spec("pull", pod_spec, job_labels, backoff_limit=6)}
+    annotations = {"moorage.dev/revision": resolved.sha}
+    return child(
+        model,
+        api_version="batch/v1",
+        kind="Job",
+        name=pull_job_name(model, resolved),
+        labels_=job_labels,
+        body=body,
+        annotations=annotations,
+    )
