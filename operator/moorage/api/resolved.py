@@ -41,6 +41,8 @@ class ResolvedSource:
     """Dtype of the stored weights (e.g. BF16, F16, F32), when known."""
     needs_remote_code: bool = False
     """The model's config asks for custom code (auto_map), which vLLM runs only with trust_remote_code."""
+    notes: tuple[str, ...] = ()
+    """Things the user should know about the selection, e.g. that pickled .bin weights were taken."""
 
     @property
     def total_bytes(self) -> int:
