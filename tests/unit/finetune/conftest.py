@@ -1,0 +1,53 @@
+"""A tiny random Llama and tokenizer built on the spot: nothing is downloaded.
+
+The tokenizer is trained on the test vocabulary, the model is randomly initialised.
+"""
+
+from pathlib import Path
+
+import pytest
+from finetune_support import CHAT_TEMPLATE, SPECIAL, WORDS, FineTuneRunner
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    base = tmp_path_factory.mktemp("base")
+    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    raw.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=SPECIAL))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(base)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        # Wide enough initial weights that logits can move far from uniform through the adapter alone.
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(base)
+    return base
+
+
+@pytest.fixture
+def finetune(tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -> FineTuneRunner:
+    runner = FineTuneRunner(tmp_path, tiny_base)
+    monkeypatch.setenv("MOORAGE_TERMINATION_LOG", str(runner.log))
+    return runner
+
+
