@@ -62,7 +62,10 @@ def child(
         "ownerReferences": [owner or owner_reference(model)],
     }
     manifest = {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
-    metadata["annotations"][SPEC_HASH] = content_hash(manifest, length=16)
+    # Owners stay out of the hash: models sharing a volume must agree on its hash, or they would take
+    # turns re-applying it forever.
+    hashed = {**manifest, "metadata": {k: v for k, v in metadata.items() if k != "ownerReferences"}}
+    metadata["annotations"][SPEC_HASH] = content_hash(hashed, length=16)
     return manifest
 
 

@@ -226,3 +226,20 @@ def _float(value: object) -> float | None:
 def fingerprint(status: OpenSourceModelStatus) -> str:
     """Equal fingerprints, nothing to write."""
     return content_hash(status.wire(), length=32)
+
+
+def invalid_spec_status(
+    previous: OpenSourceModelStatus, generation: int | None, message: str, now: str
+) -> OpenSourceModelStatus:
+    """A spec the API server let through but the operator cannot use (e.g. a CRD older than the operator)."""
+    verdicts: dict[ConditionType, Verdict | None] = {
+        T.READY: Verdict(False, "InvalidSpec", message),
+        T.RECONCILING: Verdict(False, "InvalidSpec", message),
+        T.STALLED: Verdict(True, "InvalidSpec", message),
+    }
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": _conditions(verdicts, previous, generation, now),
+        }
+    )

@@ -1,0 +1,213 @@
+"""moorage: run the operator, render a model's children, print the CRD, or run a program of a pod."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from moorage.api.crd import crd
+from moorage.api.errors import describe
+from moorage.api.model import API_VERSION, KIND, ObjectMeta, OpenSourceModel
+from moorage.api.resolved import ResolvedSource
+from moorage.api.spec import OpenSourceModelSpec
+from moorage.plan.children import plan
+from moorage.plan.config import DEFAULT_FINETUNE_IMAGE, DEFAULT_OPERATOR_IMAGE, DEFAULT_VLLM_IMAGE, PlanConfig
+from moorage.plan.observed import JobState, Observed
+
+RENDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for people: a dict used twice is written twice, not as an &anchor."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(documents: Sequence[Any]) -> str:
+    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)
+
+
+class UsageError(Exception):
+    """A mistake in what the user gave us: one line on stderr, exit 2, no traceback."""
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vllm-image", default=DEFAULT_VLLM_IMAGE, help="default image of the vLLM pods")
+    parser.add_argument(
+        "--operator-image", default=DEFAULT_OPERATOR_IMAGE, help="image that runs `moorage pull`"
+    )
+    parser.add_argument("--finetune-image", default=DEFAULT_FINETUNE_IMAGE, help="image of fine-tune Jobs")
+    parser.add_argument("--hf-endpoint", default=None, help="hub URL (a mirror); default: the public hub")
+    parser.add_argument("--default-gpu-profile", default=PlanConfig.default_gpu_profile)
+
+
+def _plan_config(args: argparse.Namespace) -> PlanConfig:
+    return PlanConfig(
+        vllm_image=args.vllm_image,
+        operator_image=args.operator_image,
+        finetune_image=args.finetune_image,
+        hf_endpoint=args.hf_endpoint,
+        default_gpu_profile=args.default_gpu_profile,
+    )
+
+
+def load_models(path: str) -> list[OpenSourceModel]:
+    """Every OpenSourceModel in a YAML file ('-' for stdin), validated; errors name the document and field."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    models = []
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path}: not valid YAML: {error}") from error
+    for index, doc in enumerate(documents):
+        where = f"{path}[{index}]" if len(documents) > 1 else path
+        if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("apiVersion") != API_VERSION:
+            raise UsageError(f"{where}: expected apiVersion {API_VERSION}, kind {KIND}")
+        try:
+            metadata = ObjectMeta.model_validate({"uid": RENDER_UID, **(doc.get("metadata") or {})})
+            spec = OpenSourceModelSpec.model_validate(doc.get("spec") or {})
+        except ValidationError as error:
+            root = "metadata" if error.title == "ObjectMeta" else "spec"
+            raise UsageError(f"{where}: {describe(error, root)}") from error
+        models.append(OpenSourceModel(metadata=metadata, spec=spec))
+    return models
+
+
+def _unresolved(model: OpenSourceModel) -> ResolvedSource:
+    repo = model.spec.source.uri.removeprefix("hf://")
+    return ResolvedSource(model.spec.source.uri, repo, "model", model.spec.source.revision, "unresolved", ())
+
+
+def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSource, ResolvedSource | None]:
+    import os  # noqa: PLC0415 - only `render --resolve` reads the token
+
+    from moorage.hub import HubError, resolve  # noqa: PLC0415 - the hub client loads only when asked for
+
+    token = os.environ.get("HF_TOKEN")
+    source, tune = model.spec.source, model.spec.fine_tune
+    try:
+        resolved = resolve(source.uri, source.revision, source.include, token, endpoint=endpoint)
+        dataset = None
+        if tune and tune.dataset.uri.startswith("hf://"):
+            dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
+    except HubError as error:
+        raise UsageError(f"{model.metadata.name}: {error.reason}: {error.message}") from error
+    return resolved, dataset
+
+
+def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool) -> list[dict[str, Any]]:
+    """The children each model gets once its weights (and adapter) are ready."""
+    manifests = []
+    for model in models:
+        resolved, dataset = _resolve(model, config.hf_endpoint) if resolve else (_unresolved(model), None)
+        done = JobState(succeeded=True)
+        observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done)
+        manifests += plan(model, observed, config).children
+    return manifests
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    manifests = render(load_models(args.filename), _plan_config(args), args.resolve)
+    if not args.resolve:
+        print("# revision: unresolved (moorage render --resolve asks the hub for the commit)")
+    print(dump(manifests), end="")
+    return 0
+
+
+def _cmd_crd(_: argparse.Namespace) -> int:
+    print(dump([crd()]), end="")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 - the operator's framework loads only for `run`
+
+    from moorage.reconcile.handlers import Operator  # noqa: PLC0415 - registers the handlers
+
+    Operator.config = _plan_config(args)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _cmd_program(args: argparse.Namespace) -> int:
+    """`moorage pull` and `moorage finetune`: the programs our Jobs run; each parses its own arguments."""
+    if args.command == "pull":
+        from moorage.jobs.pull import main as program  # noqa: PLC0415
+    else:
+        from moorage.jobs.finetune import main as program  # noqa: PLC0415
+    return program(args.rest)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from moorage.demo import main as demo  # noqa: PLC0415 - pulls in the dev cluster
+
+    return demo(workdir=args.workdir, keep=not args.exit)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="moorage", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator against the cluster of the current kubeconfig")
+    run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    _config_arguments(run)
+    run.set_defaults(handler=_cmd_run)
+
+    render_ = commands.add_parser("render", help="print the children a model would get, for review")
+    render_.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    render_.add_argument("--resolve", action="store_true", help="ask the hub for the commit and the files")
+    _config_arguments(render_)
+    render_.set_defaults(handler=_cmd_render)
+
+    commands.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(handler=_cmd_crd)
+
+    for name, about in (
+        ("pull", "pull a snapshot into a directory (the weights Job)"),
+        ("finetune", "train a LoRA adapter (the fine-tune Job)"),
+    ):
+        program = commands.add_parser(name, help=about, add_help=False)
+        program.add_argument("rest", nargs=argparse.REMAINDER)
+        program.set_defaults(handler=_cmd_program)
+
+    demo = commands.add_parser("demo", help="a local cluster with fake GPU nodes, the operator and a model")
+    demo.add_argument("--workdir", type=Path, default=None)
+    demo.add_argument("--exit", action="store_true", help="stop once the model is Ready")
+    demo.set_defaults(handler=_cmd_demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except UsageError as error:
+        print(f"moorage: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"moorage: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The kopf layer, thin: every event about a model or one of its children triggers that model's reconcile."""
+
+import logging
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+
+from moorage.api.model import GROUP, PLURAL, VERSION
+from moorage.plan.config import PlanConfig
+from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
+from moorage.reconcile.kube import Kube
+from moorage.reconcile.queue import WorkQueue
+from moorage.reconcile.reconciler import Reconciler
+from moorage.reconcile.resolver import Resolver
+
+log = logging.getLogger("moorage.operator")
+
+
+class Operator:
+    """What the handlers share; set up once kopf's event loop runs."""
+
+    config: PlanConfig = PlanConfig()
+    queue: WorkQueue | None = None
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Only event handlers, so kopf keeps no progress, diff-base or finalizer on the models: nothing a
+    # GitOps diff would show. Our own events replace kopf's log-to-event posting.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    client = AsyncClient(config=KubeConfig.from_env(), field_manager="moorage")
+    reconciler = Reconciler(Kube(client), Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
+    Operator.queue = WorkQueue(reconciler)
+    log.info("moorage operator started")
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    if Operator.queue:
+        await Operator.queue.close()
+
+
+def _trigger(namespace: str | None, name: str | None) -> None:
+    if Operator.queue and namespace and name:
+        Operator.queue.trigger(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def _model_event(type: str | None, namespace: str | None, name: str | None, **_: Any) -> None:
+    if type != "DELETED":
+        _trigger(namespace, name)
+
+
+def _owners(body: kopf.Body) -> list[str]:
+    labelled = body.get("metadata", {}).get("labels", {}).get(MODEL_LABEL)
+    owners = [
+        o["name"]
+        for o in body.get("metadata", {}).get("ownerReferences", [])
+        if o.get("kind") == "OpenSourceModel"
+    ]
+    return owners or ([labelled] if labelled else [])
+
+
+async def _child_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    for owner in _owners(body):
+        _trigger(namespace, owner)
+
+
+for _group, _version, _plural in (
+    ("apps", "v1", "deployments"),
+    ("batch", "v1", "jobs"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("", "v1", "services"),
+):
+    kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
+# Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.
+kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})(_child_event)

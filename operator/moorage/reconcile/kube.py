@@ -1,0 +1,120 @@
+"""The few Kubernetes calls the operator makes, as plain dicts in and out (lightkube underneath)."""
+
+import base64
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient, codecs, operators
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret, Service
+from lightkube.types import PatchType
+
+from moorage.api.model import GROUP, KIND, PLURAL, VERSION
+
+FIELD_MANAGER = "moorage"
+OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+KINDS: dict[str, Any] = {
+    "Deployment": Deployment,
+    "Job": Job,
+    "PersistentVolumeClaim": PersistentVolumeClaim,
+    "Pod": Pod,
+    "Service": Service,
+}
+
+Obj = dict[str, Any]
+
+
+def _plain(obj: Any) -> Obj:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+class Kube:
+    def __init__(self, client: AsyncClient) -> None:
+        # lightkube's overloads are keyed on resource classes; this layer works with dicts on purpose.
+        self.client: Any = client
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        resource = OpenSourceModelResource if kind == KIND else KINDS[kind]
+        try:
+            return _plain(await self.client.get(resource, name, namespace=namespace))
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+
+    async def select(self, kind: str, namespace: str, labels: Mapping[str, str | None]) -> list[Obj]:
+        """Objects whose labels match; a None value matches any value of that label."""
+        selector = {k: operators.exists() if v is None else v for k, v in labels.items()}
+        return [_plain(o) async for o in self.client.list(KINDS[kind], namespace=namespace, labels=selector)]
+
+    async def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
+        """Server-side apply: we own the fields we set, and only those."""
+        await self.client.apply(codecs.from_dict(manifest), field_manager=field_manager, force=True)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self.client.delete(KINDS[kind], name, namespace=namespace, propagation_policy="Background")
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
+
+    async def patch(self, kind: str, namespace: str, name: str, patch: list[Obj]) -> None:
+        await self.client.patch(KINDS[kind], name, patch, namespace=namespace, patch_type=PatchType.JSON)
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        await self.client.patch(
+            OpenSourceModelResource,
+            name,
+            {"status": status},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            subresource="status",
+        )
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """None when the Secret or the key is missing."""
+        secret = await self.get_secret(namespace, name)
+        encoded = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded else None
+
+    async def get_secret(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _plain(await self.client.get(Secret, name, namespace=namespace))
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+
+    async def event(self, model: Obj, type_: str, reason: str, message: str) -> None:
+        metadata = model["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": model["apiVersion"],
+                "kind": KIND,
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "moorage"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "moorage.dev/operator",
+            "reportingInstance": "moorage",
+        }
+        await self.client.create(codecs.from_dict(event), namespace=metadata["namespace"])
+
+
+__all__ = ["Event", "Kube", "OpenSourceModelResource"]

@@ -1,0 +1,157 @@
+"""One reconcile of one model: read the world, plan, apply the difference, tell the truth in status.
+
+Level-triggered and idempotent: run it twice and the second run writes nothing.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from moorage.api.errors import describe
+from moorage.api.model import ObjectMeta, OpenSourceModel
+from moorage.api.spec import OpenSourceModelSpec
+from moorage.api.status import ConditionType, OpenSourceModelStatus
+from moorage.plan.children import Plan, plan
+from moorage.plan.config import PlanConfig
+from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
+from moorage.plan.status import fingerprint, invalid_spec_status, status
+from moorage.reconcile.kube import Kube, Obj
+from moorage.reconcile.observe import World, observe
+from moorage.reconcile.resolver import Resolver
+
+log = logging.getLogger("moorage.reconcile")
+
+EVENTS = {
+    # condition type, new status → event type, reason
+    (ConditionType.WEIGHTS_READY, "True"): ("Normal", "WeightsPulled"),
+    (ConditionType.FINE_TUNED, "True"): ("Normal", "AdapterTrained"),
+    (ConditionType.READY, "True"): ("Normal", "Ready"),
+    (ConditionType.STALLED, "True"): ("Warning", "Stalled"),
+}
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    config: PlanConfig = field(default_factory=PlanConfig)
+    resolver: Resolver = field(default_factory=Resolver)
+
+    async def __call__(self, namespace: str, name: str) -> bool:
+        """Reconciles one model; True when it still has work in flight (a retry later is useful)."""
+        raw = await self.kube.get("OpenSourceModel", namespace, name)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return False  # garbage collection removes the children through their owner references
+        previous = _previous_status(raw)
+        try:
+            spec = OpenSourceModelSpec.model_validate(raw.get("spec") or {})
+        except ValidationError as error:
+            message = describe(error, "spec")
+            log.warning("%s/%s: invalid spec: %s", namespace, name, message)
+            new = invalid_spec_status(previous, raw["metadata"].get("generation"), message, _now())
+            await self._write_status(raw, previous, new)
+            return False
+        model = OpenSourceModel(
+            metadata=ObjectMeta.model_validate(raw["metadata"]), spec=spec, status=previous
+        )
+        world = await observe(self.kube, self.resolver, model, self.config)
+        the_plan = plan(model, world.observed, self.config)
+        await self._apply(raw, model, the_plan, world)
+        if world.observed.resolved is not None and world.observed.problem is None:
+            await self._clean_up(model, the_plan)
+        new = status(model, world.observed, the_plan, self.config, _now())
+        await self._write_status(raw, previous, new)
+        ready = new.condition(ConditionType.READY)
+        return ready is None or ready.status != "True"
+
+    async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
+        uid = model.metadata.uid
+        for manifest in the_plan.children:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            live = world.live.get((kind, name))
+            if live is not None and _up_to_date(live, manifest, uid):
+                continue
+            # A volume shared by several models is co-owned: each model applies its own owner reference
+            # under a field manager of its own, so no model's apply removes another's.
+            shared = kind == "PersistentVolumeClaim"
+            await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
+            log.info("%s/%s: applied %s %s", model.metadata.namespace, model.metadata.name, kind, name)
+            if kind == "Deployment":
+                reason = "RolloutStarted" if live else "Deploying"
+                await self.kube.event(raw, "Normal", reason, f"Deployment {name} serves {the_plan.target}")
+
+    async def _clean_up(self, model: OpenSourceModel, the_plan: Plan) -> None:
+        """Jobs of earlier specs go; volumes no longer used are released (deleted with their last owner)."""
+        namespace, uid = model.metadata.namespace, model.metadata.uid
+        wanted_jobs = the_plan.names("Job")
+        for job in await self.kube.select("Job", namespace, {"moorage.dev/model": model.metadata.name}):
+            if job["metadata"]["name"] not in wanted_jobs and _owned_by(job, uid):
+                await self.kube.delete("Job", namespace, job["metadata"]["name"])
+        wanted_claims = the_plan.names("PersistentVolumeClaim")
+        if the_plan.target:
+            wanted_claims.add(the_plan.target.claim)
+        for claim in await self.kube.select("PersistentVolumeClaim", namespace, {WEIGHTS_LABEL: None}):
+            name = claim["metadata"]["name"]
+            if name in wanted_claims:
+                continue
+            owners = claim["metadata"].get("ownerReferences") or []
+            index = next((i for i, o in enumerate(owners) if o.get("uid") == uid), None)
+            if index is None:
+                continue
+            if len(owners) == 1:
+                await self.kube.delete("PersistentVolumeClaim", namespace, name)
+            else:
+                await self.kube.patch(
+                    "PersistentVolumeClaim",
+                    namespace,
+                    name,
+                    [
+                        {"op": "test", "path": f"/metadata/ownerReferences/{index}/uid", "value": uid},
+                        {"op": "remove", "path": f"/metadata/ownerReferences/{index}"},
+                    ],
+                )
+            log.info("%s/%s: released weights volume %s", namespace, model.metadata.name, name)
+
+    async def _write_status(
+        self, raw: Obj, previous: OpenSourceModelStatus, new: OpenSourceModelStatus
+    ) -> None:
+        if fingerprint(new) == fingerprint(previous):
+            return
+        metadata = raw["metadata"]
+        old_wire, new_wire = previous.wire(), new.wire()
+        # A merge patch: every field we set, and null for the ones that went away.
+        patch: dict[str, Any] = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
+        await self.kube.patch_status(metadata["namespace"], metadata["name"], patch)
+        for condition in new.conditions:
+            before = previous.condition(ConditionType(condition.type))
+            if before is not None and before.status == condition.status:
+                continue
+            event = EVENTS.get((ConditionType(condition.type), condition.status))
+            if event:
+                reason = condition.reason if condition.type == ConditionType.STALLED else event[1]
+                await self.kube.event(raw, event[0], reason, condition.message or condition.reason)
+
+
+def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
+    metadata = live.get("metadata") or {}
+    same = (metadata.get("annotations") or {}).get(SPEC_HASH) == manifest["metadata"]["annotations"][
+        SPEC_HASH
+    ]
+    return same and _owned_by(live, uid)
+
+
+def _owned_by(obj: Obj, uid: str | None) -> bool:
+    return any(o.get("uid") == uid for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _previous_status(raw: Obj) -> OpenSourceModelStatus:
+    try:
+        return OpenSourceModelStatus.model_validate(raw.get("status") or {})
+    except ValidationError:
+        return OpenSourceModelStatus()  # written by something else; ours replaces it
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

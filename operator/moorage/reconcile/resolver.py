@@ -1,0 +1,38 @@
+"""Source resolution for the operator: the hub asked once per source, off the event loop."""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from moorage.api.resolved import ResolvedSource
+from moorage.hub import resolve
+
+Resolve = Callable[[str, str, Sequence[str] | None, str | None], ResolvedSource]
+
+
+@dataclass
+class Resolver:
+    """Caches what the hub said per (uri, revision, include, token).
+
+    A branch is resolved once while the operator runs, so a push to the branch never rolls a model by
+    surprise; pin a commit sha to freeze it across restarts too.
+    """
+
+    endpoint: str | None = None
+    resolve: Resolve | None = None
+    _cache: dict[tuple[str, str, tuple[str, ...] | None, str | None], ResolvedSource] = field(
+        default_factory=dict
+    )
+
+    async def __call__(
+        self, uri: str, revision: str, include: Sequence[str] | None, token: str | None
+    ) -> ResolvedSource:
+        key = (uri, revision, tuple(include) if include else None, token)
+        if key not in self._cache:
+            fn = self.resolve or (lambda u, r, i, t: resolve(u, r, i, t, endpoint=self.endpoint))
+            self._cache[key] = await asyncio.to_thread(fn, uri, revision, include, token)
+        return self._cache[key]
+
+    def forget(self, uri: str) -> None:
+        for key in [k for k in self._cache if k[0] == uri]:
+            del self._cache[key]
