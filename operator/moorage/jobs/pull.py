@@ -1,0 +1,170 @@
+"""`moorage pull SOURCE --revision REV --dest DIR [--include GLOB ...]`: the program of the pull Job.
+
+Fetches one commit of a hub repository into layout.snapshot_dir(DEST, ...), verified, resumable, with the
+completion marker written last. Exit codes and the termination-log report follow moorage.api.programs:
+the operator reads them back to fill status. The hub token comes from HF_TOKEN and is never printed.
+"""
+
+import argparse
+import errno
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from moorage.api.layout import snapshot_dir
+from moorage.api.programs import TERMINATION_LOG, ExitCode, Report
+from moorage.api.resolved import ResolvedSource
+from moorage.hub import snapshot
+from moorage.hub.errors import HubError, InsufficientDiskError, redact
+from moorage.hub.uri import endpoint_or_default, is_full_sha, parse_uri
+
+if TYPE_CHECKING:
+    from moorage.hub.remote import Backoff
+    from moorage.hub.resolution import Commit
+
+TERMINATION_LOG_ENV = "MOORAGE_TERMINATION_LOG"
+TOKEN_ENV = "HF_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="moorage pull", description="Pull one commit of a hub repository.")
+    parser.add_argument("source", help="hf://<org>/<name> or hf://datasets/<org>/<name>")
+    parser.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
+    parser.add_argument("--dest", required=True, type=Path, help="root of the weights volume")
+    parser.add_argument("--include", action="append", metavar="GLOB",
+                        help="files to pull (repeatable); default: weights, configs and tokenizer files")
+    parser.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--workers", type=int, default=4, help="files fetched at once")
+    parser.add_argument("--retries", type=int, default=5, help="tries per file and per hub call")
+    parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubling")
+    parser.add_argument("--stall-timeout", type=float, default=60.0, help="abort an attempt after this long "
+                        "without a byte")
+    parser.add_argument("--progress-seconds", type=float, default=5.0, help="seconds between progress lines")
+    return parser.parse_args(argv)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    token = os.environ.get(TOKEN_ENV) or None
+    started = time.monotonic()
+    code = ExitCode.OK
+    try:
+        report = pull(args, token, started)
+    except Exception as e:
+        code, report = failure(e, token, started)
+    say(f"pull: {'done' if report.ok else 'failed'}: {report.reason}: {report.message}")
+    report.write(Path(os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG))
+    return int(code)
+
+
+def failure(error: Exception, token: str | None, started: float) -> tuple[ExitCode, Report]:
+    """The exit code and report for an error that ended the pull."""
+    details: dict[str, object] = {"seconds": _since(started)}
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        # Despite the check before the start: something else filled the volume.
+        error = InsufficientDiskError(f"the weights volume is full: {error.strerror}")
+    if isinstance(error, HubError):
+        code = ExitCode.RETRYABLE if error.retryable else ExitCode.PERMANENT
+        return code, Report(False, error.reason, redact(error.message, token), details)
+    if isinstance(error, OSError):
+        # The volume not mounted yet, a flaky network filesystem...: worth another try.
+        message = f"{error.strerror or error}: {error.filename or ''}"
+        return ExitCode.RETRYABLE, Report(False, "StorageError", redact(message, token), details)
+    return ExitCode.RETRYABLE, Report(False, "PullFailed", redact(f"{type(error).__name__}: {error}", token),
+                                      details)
+
+
+def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
+    repo_id, repo_type = parse_uri(args.source)
+    root = PurePosixPath(args.dest.absolute())
+    include: list[str] | None = args.include
+    if is_full_sha(args.revision):
+        # Pinned to a commit: the marker alone answers, without a call to the hub.
+        directory = Path(snapshot_dir(root, repo_id, repo_type, args.revision))
+        if snapshot.is_complete(directory, args.revision, include):
+            return _cached(directory, started)
+
+    from moorage.hub import resolve  # noqa: PLC0415 - huggingface_hub costs half a second; cache hits skip it
+    from moorage.hub.remote import Backoff  # noqa: PLC0415
+    from moorage.hub.resolution import Commit  # noqa: PLC0415
+
+    backoff = Backoff(attempts=args.retries, base=args.backoff)
+    endpoint = endpoint_or_default(args.endpoint)
+    resolved = resolve(args.source, args.revision, include, token, endpoint=endpoint, backoff=backoff)
+    directory = Path(snapshot_dir(root, repo_id, repo_type, resolved.sha))
+    if snapshot.is_complete(directory, resolved.sha, include):
+        return _cached(directory, started)
+    say(f"pull: {args.source}@{args.revision} is {resolved.sha}: {len(resolved.files)} files, "
+        f"{resolved.total_bytes} bytes, into {directory}")
+    for note in resolved.notes:
+        say(f"pull: note: {note}")
+
+    snapshot.remove_marker(directory)
+    commit = Commit(endpoint, resolved.repo_id, resolved.repo_type, resolved.sha, token)
+    transferred = fetch_all(resolved, directory, commit, args, backoff)
+    snapshot.write_marker(directory, resolved, include)
+    seconds = _since(started)
+    return Report(True, "Pulled",
+                  f"{len(resolved.files)} files, {resolved.total_bytes} bytes of {args.source} at "
+                  f"{resolved.sha} in {seconds:.1f}s",
+                  {"files": len(resolved.files), "bytes": resolved.total_bytes, "sha": resolved.sha,
+                   "seconds": seconds, "transferred": transferred, "path": str(directory)})
+
+
+def fetch_all(resolved: ResolvedSource, directory: Path, commit: "Commit", args: argparse.Namespace,
+              backoff: "Backoff") -> int:
+    """Fetches what is missing, a few files at a time; returns the bytes transferred."""
+    from moorage.hub import transfer  # noqa: PLC0415 - see pull()
+    from moorage.hub.progress import Progress  # noqa: PLC0415
+    from moorage.hub.remote import Target  # noqa: PLC0415
+
+    todo = [f for f in resolved.files if not snapshot.is_done(directory, f)]
+    have = sum(snapshot.have_bytes(directory, f) for f in resolved.files)
+    snapshot.check_disk(directory, resolved.total_bytes - have)
+    progress = Progress(resolved.total_bytes, have, len(resolved.files), interval=args.progress_seconds,
+                        say=say)
+    progress.files_done = len(resolved.files) - len(todo)
+    policy = transfer.Policy(backoff=backoff, stall_seconds=args.stall_timeout)
+    target = Target(resolved.uri, resolved.revision, has_token=commit.token is not None)
+    stop = threading.Event()
+    with transfer.client(policy) as http, ThreadPoolExecutor(max(1, args.workers)) as pool:
+        jobs = [
+            pool.submit(transfer.Transfer(
+                http, commit.url(f.path), commit.headers, f, snapshot.local_path(directory, f), target,
+                policy, progress, stop).run)
+            for f in todo
+        ]
+        finished, _ = wait(jobs, return_when=FIRST_EXCEPTION)
+        failures = [e for job in finished if (e := job.exception()) is not None]
+        if failures:
+            stop.set()
+            wait(jobs)
+            raise next((e for e in failures if not isinstance(e, transfer.Cancelled)), failures[0])
+    say(progress.line())
+    return progress.transferred
+
+
+def _cached(directory: Path, started: float) -> Report:
+    marker = snapshot.read_marker(directory) or {}
+    files = marker.get("files")
+    return Report(True, "Pulled", f"already complete in {directory}",
+                  {"files": len(files) if isinstance(files, list) else 0, "bytes": marker.get("total"),
+                   "sha": marker.get("sha"), "seconds": _since(started), "transferred": 0, "cached": True,
+                   "path": str(directory)})
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
