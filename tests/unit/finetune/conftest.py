@@ -3,29 +3,39 @@
 The tokenizer is trained on the test vocabulary, the model is randomly initialised.
 """
 
+import importlib
 from pathlib import Path
 
 import pytest
 from finetune_support import CHAT_TEMPLATE, SPECIAL, WORDS, FineTuneRunner
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """On a shared 2-core machine, a second busy-waiting OpenMP thread makes tiny models 10x slower."""
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    torch = pytest.importorskip("torch")
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
 
     base = tmp_path_factory.mktemp("base")
-    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    raw.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=SPECIAL))
-    tokenizer = PreTrainedTokenizerFast(
+    raw = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="<unk>"))
+    raw.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    raw.train_from_iterator([" ".join(WORDS)], tokenizers.trainers.WordLevelTrainer(special_tokens=SPECIAL))
+    tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(base)
-    config = LlamaConfig(
+    config = transformers.LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -40,7 +50,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(base)
+    transformers.LlamaForCausalLM(config).save_pretrained(base)
     return base
 
 
@@ -49,5 +59,3 @@ def finetune(tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -
     runner = FineTuneRunner(tmp_path, tiny_base)
     monkeypatch.setenv("MOORAGE_TERMINATION_LOG", str(runner.log))
     return runner
-
-

@@ -9,6 +9,7 @@ import yaml
 
 from moorage.api.programs import Report
 from moorage.jobs.finetune import main
+
 NUMBERS = [str(i) for i in range(24)]
 WORDS = [*NUMBERS, "count", "from", ":", "user", "assistant", "system"]
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
@@ -29,7 +30,8 @@ def instruction_rows(n: int) -> list[dict[str, Any]]:
 
 def chat_rows(n: int) -> list[dict[str, Any]]:
     return [
-        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]} for p, c in counting_rows(n)
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+        for p, c in counting_rows(n)
     ]
 
 
@@ -66,12 +68,19 @@ class FineTuneRunner:
         return spec
 
     def argv(self, spec: Path) -> list[str]:
-        return ["--base", str(self.base), "--spec", str(spec), "--output", str(self.output), "--data-root", str(self.tmp)]
+        return [
+            "--base",
+            str(self.base),
+            "--spec",
+            str(spec),
+            "--output",
+            str(self.output),
+            "--data-root",
+            str(self.tmp),
+        ]
 
     def __call__(self, spec: Path) -> Outcome:
         code = main(self.argv(spec))
         report = Report.from_json(self.log.read_text())
         assert report is not None
         return Outcome(code, report)
-
-

@@ -4,14 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-
-from moorage.api.layout import COMPLETE_MARKER
-from moorage.api.programs import ExitCode
-
 from finetune_support import FineTuneRunner, chat_rows, write_jsonl
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
+from moorage.api.layout import COMPLETE_MARKER
+from moorage.api.programs import ExitCode, Report
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.finetune
 
 TRAINING = {"maxSteps": 60, "batchSize": 8, "learningRate": 0.01, "checkpointSteps": 25, "maxSeqLength": 32}
@@ -52,8 +52,6 @@ def test_loss_drops(trained: FineTuneRunner) -> None:
 
 
 def test_termination_report(trained: FineTuneRunner) -> None:
-    from moorage.api.programs import Report
-
     report = Report.from_json(trained.log.read_text())
     assert report is not None
     assert report.ok
@@ -64,23 +62,23 @@ def test_termination_report(trained: FineTuneRunner) -> None:
 
 
 def test_adapter_loads_with_peft_and_changes_the_output(trained: FineTuneRunner) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(trained.base)
-    ids = tokenizer(["<|im_start|> user count from 4 : <|im_end|> <|im_start|> assistant"], return_tensors="pt")
-    base = AutoModelForCausalLM.from_pretrained(trained.base).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained.base)
+    ids = tokenizer(
+        ["<|im_start|> user count from 4 : <|im_end|> <|im_start|> assistant"], return_tensors="pt"
+    )
+    base = transformers.AutoModelForCausalLM.from_pretrained(trained.base).eval()
     with torch.no_grad():
         base_logits = base(**ids).logits
-        tuned = PeftModel.from_pretrained(base, str(trained.output)).eval()
+        tuned = peft.PeftModel.from_pretrained(base, str(trained.output)).eval()
         tuned_logits = tuned(**ids).logits
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-3)
     # What it learnt: after "count from 4 :", the answer starts with 5.
     assert tokenizer.decode(tuned_logits[0, -1].argmax()) == "5"
 
 
-def test_a_complete_output_is_not_trained_again(trained: FineTuneRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_complete_output_is_not_trained_again(
+    trained: FineTuneRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     adapter = trained.output / "adapter_model.safetensors"
     before = adapter.stat().st_mtime_ns
     monkeypatch.setenv("MOORAGE_TERMINATION_LOG", str(trained.log))
