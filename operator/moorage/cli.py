@@ -196,8 +196,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if args.handler is not _cmd_run:  # kopf sets up logging for the operator itself
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per API request is noise, and the hub client's debug output could carry headers.
+    for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.handler(args)
     except UsageError as error:

@@ -67,12 +67,11 @@ class Kube:
 
     async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         await self.client.patch(
-            OpenSourceModelResource,
+            OpenSourceModelResource.Status,
             name,
             {"status": status},
             namespace=namespace,
             patch_type=PatchType.MERGE,
-            subresource="status",
         )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:

@@ -1,0 +1,143 @@
+"""`moorage demo`: the whole product on a laptop with no GPU.
+
+A local control plane with fake GPU nodes (built from Go modules on first use), a local hub serving a tiny
+model, the CRD, the operator as a user runs it, and an example model going Ready.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from moorage.api.crd import crd
+from moorage.devcluster import Cluster, build, wait_for
+from moorage.devcluster.fakehub import TINY_MODEL, FakeHub, default_hub
+
+DEMO_NAMESPACE = "demo"
+DEMO_MODEL = {
+    "apiVersion": "moorage.dev/v1alpha1",
+    "kind": "OpenSourceModel",
+    "metadata": {"name": "tiny-llama", "namespace": DEMO_NAMESPACE},
+    "spec": {
+        "source": {"uri": f"hf://{TINY_MODEL}", "revision": "main"},
+        "serving": {"replicas": 2, "gpus": 1, "vllm": {"maxModelLen": 2048}},
+    },
+}
+
+
+class OperatorProcess:
+    """`moorage run` in a child process, as a user runs it, its log in a file."""
+
+    def __init__(self, cluster: Cluster, hub_url: str, log_path: Path, *extra: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        command = [sys.executable, "-m", "moorage.cli", "run", "--hf-endpoint", hub_url, *extra]
+        env = {**cluster.env(), "PYTHONUNBUFFERED": "1"}
+        package_root = str(Path(__file__).parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def install_crd(cluster: Cluster) -> None:
+    cluster.apply(crd())
+    wait_for(
+        lambda: (
+            cluster.kubectl("get", "crd", "opensourcemodels.moorage.dev", "-o", "name").returncode == 0
+            and cluster.kubectl("get", "osm", "-A").returncode == 0
+        ),
+        what="the CRD to be served",
+    )
+
+
+@contextmanager
+def stack(workdir: Path) -> Iterator[tuple[Cluster, FakeHub, OperatorProcess]]:
+    """Cluster, hub and operator, stopped in reverse order whatever happens."""
+    with Cluster.start(workdir / "cluster") as cluster, default_hub() as hub:
+        install_crd(cluster)
+        operator = OperatorProcess(cluster, hub.url, workdir / "operator.log")
+        try:
+            yield cluster, hub, operator
+        finally:
+            operator.stop()
+
+
+def _watch(cluster: Cluster, name: str, timeout: float) -> bool:
+    """Prints `kubectl get osm` lines as they change until the model is Ready; False on timeout."""
+    last = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = cluster.kubectl("get", "osm", name, "-n", DEMO_NAMESPACE, "-o", "wide").stdout.strip()
+        lines = table.splitlines()
+        if lines and table != last:
+            print(lines[-1] if last else table, flush=True)
+            last = table
+        ready = cluster.kubectl(
+            "get",
+            "osm",
+            name,
+            "-n",
+            DEMO_NAMESPACE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        ).stdout
+        if ready == "True":
+            return True
+        time.sleep(1)
+    return False
+
+
+def main(workdir: Path | None = None, keep: bool = True) -> int:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="moorage-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        "moorage demo: building the test cluster (the first run compiles Kubernetes; later runs take seconds)"
+    )
+    build()
+    print(f"moorage demo: starting etcd, kube-apiserver, controller-manager, scheduler and kwok in {workdir}")
+    with stack(workdir) as (cluster, hub, operator):
+        cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
+        cluster.apply(DEMO_MODEL)
+        print(f"moorage demo: applied OpenSourceModel {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_MODEL} on {hub.url}")
+        if not _watch(cluster, "tiny-llama", timeout=180):
+            print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
+            return 1
+        print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE).stdout)
+        print(
+            f"moorage demo: Ready. The cluster stays up:\n  export KUBECONFIG={cluster.kubeconfig}\n"
+            f"  kubectl get osm -A\nOperator log: {operator.log_path}"
+        )
+        if keep:
+            print("Press Ctrl-C to stop.", flush=True)
+            _wait_for_interrupt()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nmoorage demo: stopping")
