@@ -23,7 +23,6 @@ from moorage.hub.snapshot import part_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
 HASH_BLOCK = 8 * 1024 * 1024
 
 
@@ -134,7 +133,9 @@ class Transfer:
     def _stream(self, response: httpx2.Response, part: Path, offset: int, digest: "hashlib._Hash") -> int:
         with part.open("ab" if offset else "wb") as out:
             try:
-                for chunk in response.iter_bytes(CHUNK):
+                # No chunk_size: httpx would hold bytes back to fill a chunk, and lose them when the
+                # connection drops; as received, everything that arrived is on disk for the next attempt.
+                for chunk in response.iter_bytes():
                     if self.stop.is_set():
                         raise Cancelled
                     if offset + len(chunk) > self.file.size:

@@ -7,6 +7,7 @@ the operator reads them back to fill status. The hub token comes from HF_TOKEN a
 
 import argparse
 import errno
+import logging
 import os
 import sys
 import threading
@@ -52,8 +53,23 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+class _SayHandler(logging.Handler):
+    """Retries and stalls logged by moorage.hub go to stdout with the rest, for `kubectl logs`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(self.format(record))
+
+
+def _log_to_stdout() -> None:
+    logger = logging.getLogger("moorage")
+    if not any(isinstance(h, _SayHandler) for h in logger.handlers):
+        logger.addHandler(_SayHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _log_to_stdout()
     token = os.environ.get(TOKEN_ENV) or None
     started = time.monotonic()
     code = ExitCode.OK
