@@ -1,19 +1,19 @@
 """Loads the dataset's rows from local files with `datasets`, offline."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from moorage.jobs.finetune.errors import DATASET_INVALID, DATASET_NOT_FOUND, FineTuneError
+from moorage.jobs.finetune.errors import DATASET_EMPTY, DATASET_INVALID, DATASET_NOT_FOUND, FineTuneError
 from moorage.jobs.finetune.formats import Row
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 """The `datasets` builder for each file type the program reads."""
 
 
-def load_rows(path: Path, split: str, cache_dir: Path) -> Iterator[Row]:
+def load_rows(path: Path, split: str, cache_dir: Path) -> Iterable[Row]:
     """The rows of a file, or of the `split` of a directory laid out like a hub dataset repo.
 
     A directory goes through `datasets`' own split inference (train.jsonl, data/train-*.parquet,
@@ -28,9 +28,13 @@ def load_rows(path: Path, split: str, cache_dir: Path) -> Iterator[Row]:
             table = _load_directory(path, split, cache_dir)
     except FineTuneError:
         raise
+    except StopIteration:
+        # What `datasets` raises for a JSON file with no rows at all.
+        raise FineTuneError(DATASET_EMPTY, f"the dataset at {path} has no rows") from None
     except (ValueError, datasets.exceptions.DatasetGenerationError) as exc:
         raise FineTuneError(DATASET_INVALID, f"cannot read the dataset at {path}: {_one_line(exc)}") from exc
-    yield from table
+    rows: Iterable[Row] = table
+    return rows
 
 
 def _load_directory(path: Path, split: str, cache_dir: Path) -> Any:
