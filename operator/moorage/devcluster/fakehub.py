@@ -172,6 +172,7 @@ class FakeHub:
     # Faults and the request log
 
     def inject(self, fault: Fault) -> Fault:
+        """Adds a fault; a request gets at most one, the first injected that matches and has hits left."""
         with self._lock:
             self.faults.append(fault)
         return fault
