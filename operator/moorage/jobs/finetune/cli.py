@@ -69,8 +69,12 @@ def parse_args(argv: list[str] | None) -> Args:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Under torchrun every process would print the same progress: only the first one does.
+    first = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO if first else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     for name in OFFLINE_ENV:
         os.environ[name] = "1"

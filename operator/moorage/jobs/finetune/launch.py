@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from moorage.api.programs import ExitCode
+
 EXIT_CODE_ENV = "MOORAGE_FINETUNE_EXIT_CODE_FILE"
 
 
@@ -22,8 +24,11 @@ def relaunch_on_all_gpus(argv: list[str]) -> int | None:
     import torch  # noqa: PLC0415  (the caller stays importable without the finetune extra)
 
     gpus = torch.cuda.device_count()
-    if gpus < 2:
-        return None
+    return relaunch(argv, gpus) if gpus > 1 else None
+
+
+def relaunch(argv: list[str], processes: int) -> int:
+    """Runs `moorage finetune argv` as `processes` torchrun workers; their exit code."""
     with tempfile.TemporaryDirectory(prefix="moorage-launch-") as tmp:
         exit_file = Path(tmp) / "exit-code"
         command = [
@@ -31,18 +36,22 @@ def relaunch_on_all_gpus(argv: list[str]) -> int | None:
             "-m",
             "torch.distributed.run",
             "--standalone",
-            f"--nproc-per-node={gpus}",
+            f"--nproc-per-node={processes}",
             "-m",
             "moorage.jobs.finetune",
             *argv,
         ]
         with subprocess.Popen(command, env={**os.environ, EXIT_CODE_ENV: str(exit_file)}) as workers:
             # The kubelet signals only this process; the workers must hear it too.
-            signal.signal(signal.SIGTERM, lambda signum, _frame: workers.send_signal(signum))
-            returncode = workers.wait()
+            previous = signal.signal(signal.SIGTERM, lambda signum, _frame: workers.send_signal(signum))
+            try:
+                returncode = workers.wait()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         if exit_file.is_file():
             return int(exit_file.read_text())
-        return returncode
+        # A worker that died without a word (killed, crashed): worth another try from the checkpoint.
+        return ExitCode.OK if returncode == 0 else ExitCode.RETRYABLE
 
 
 def record_exit_code(code: int) -> None:

@@ -56,5 +56,5 @@ def report_details(output: Path, run_metrics: dict[str, Any] | None = None) -> d
         "finalLoss": run_metrics.get("finalLoss"),
         "seconds": run_metrics.get("seconds"),
         "tokensPerSecond": run_metrics.get("tokensPerSecond"),
-        "adapter": str(output),
+        "adapter": str(output.absolute()),
     }
