@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.23.0"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/moorage-dev/moorage:0.1.0"
 DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
 
