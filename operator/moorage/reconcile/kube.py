@@ -11,7 +11,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret, Service
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
 
@@ -57,7 +57,7 @@ class Kube:
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
-            await self.client.delete(KINDS[kind], name, namespace=namespace, propagation_policy="Background")
+            await self.client.delete(KINDS[kind], name, namespace=namespace, cascade=CascadeType.BACKGROUND)
         except ApiError as error:
             if error.status.code != 404:
                 raise

@@ -1,0 +1,367 @@
+"""The operator as a user runs it (`moorage run`), against the real control plane and fake GPU nodes."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moorage.demo import OperatorProcess, install_crd
+from moorage.devcluster import ADMIN_USER, Cluster, wait_for
+from moorage.devcluster.fakehub import (
+    DEMO_TOKEN,
+    TINY_DATASET,
+    TINY_GATED,
+    TINY_MODEL,
+    FakeHub,
+    commit_sha,
+    default_hub,
+)
+from moorage.devcluster.tinymodel import model_files
+
+Obj = dict[str, Any]
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[FakeHub]:
+    with default_hub() as running:
+        yield running
+
+
+class Running:
+    """The operator process of the session; a test may restart it."""
+
+    def __init__(self, cluster: Cluster, hub: FakeHub, log: Path) -> None:
+        self.cluster, self.hub, self.log_path = cluster, hub, log
+        self.process = OperatorProcess(cluster, hub.url, log)
+
+    def restart(self) -> None:
+        self.process.stop()
+        self.process = OperatorProcess(self.cluster, self.hub.url, self.log_path)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, hub: FakeHub, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Running]:
+    install_crd(cluster)
+    running = Running(cluster, hub, tmp_path_factory.mktemp("operator") / "operator.log")
+    try:
+        yield running
+    finally:
+        running.process.stop()
+        if request.session.testsfailed:
+            print(f"\n---- operator log (tail of {running.log_path}) ----\n{running.process.log()[-8000:]}")
+
+
+def model(name: str, uri: str = f"hf://{TINY_MODEL}", **spec: Any) -> Obj:
+    return {
+        "apiVersion": "moorage.dev/v1alpha1",
+        "kind": "OpenSourceModel",
+        "metadata": {"name": name},
+        "spec": {"source": {"uri": uri}, **spec},
+    }
+
+
+def get(cluster: Cluster, namespace: str, *what: str) -> Any:
+    return cluster.get_json(*what, "-n", namespace)
+
+
+def condition(cluster: Cluster, namespace: str, name: str, type_: str) -> Obj | None:
+    obj = get(cluster, namespace, "osm", name) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def wait_condition(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str = "True",
+    reason: str | None = None,
+    timeout: float = TIMEOUT,
+) -> Obj:
+    def check() -> Obj | None:
+        found = condition(cluster, namespace, name, type_)
+        if found and found["status"] == status and (reason is None or found["reason"] == reason):
+            return found
+        return None
+
+    return wait_for(check, timeout=timeout, what=f"{name}: {type_}={status} {reason or ''}")
+
+
+def ready_pods(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
+    pods = get(
+        cluster, namespace, "pods", "-l", f"moorage.dev/model={name},app.kubernetes.io/component=serving"
+    )
+    return [
+        p
+        for p in pods["items"]
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+
+
+def test_model_goes_ready(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("tiny", serving={"replicas": 2}), namespace=namespace)
+    wait_condition(cluster, namespace, "tiny", "Ready")
+
+    claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+    assert len(claims) == 1 and claims[0]["status"]["phase"] == "Bound"
+    jobs = get(cluster, namespace, "jobs", "-l", "moorage.dev/model=tiny")["items"]
+    assert [j["status"].get("succeeded") for j in jobs] == [1]
+    deployment = get(cluster, namespace, "deployment", "tiny")
+    assert deployment["status"]["readyReplicas"] == 2
+    pods = ready_pods(cluster, namespace, "tiny")
+    assert {p["spec"]["nodeName"] for p in pods} <= set(cluster.gpu_nodes)
+    service = get(cluster, namespace, "service", "tiny")
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+    status = get(cluster, namespace, "osm", "tiny")["status"]
+    assert status["readyReplicas"] == 2 and len(status["resolvedRevision"]) == 40
+    assert status["endpoint"] == f"http://tiny.{namespace}.svc.cluster.local:8000/v1"
+    assert status["weights"]["claim"] == claims[0]["metadata"]["name"]
+    waited = cluster.kubectl("wait", "--for=condition=Ready", "osm/tiny", "-n", namespace, "--timeout=10s")
+    assert waited.returncode == 0, waited.stderr
+
+    table = cluster.kubectl("get", "osm", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "MODEL", "REVISION", "READY", "REPLICAS", "ENDPOINT", "AGE"]
+    assert table[1].split()[:5] == ["tiny", f"hf://{TINY_MODEL}", status["resolvedRevision"], "True", "2"]
+
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=tiny")["items"]
+    assert {"WeightsPulled", "Deploying", "Ready"} <= {e["reason"] for e in events}
+
+
+def test_scale_subresource(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("scaled"), namespace=namespace)
+    wait_condition(cluster, namespace, "scaled", "Ready")
+    scaled = cluster.kubectl("scale", "osm/scaled", "--replicas=3", "-n", namespace)
+    assert scaled.returncode == 0, scaled.stderr
+    wait_for(lambda: len(ready_pods(cluster, namespace, "scaled")) == 3, timeout=TIMEOUT, what="3 ready pods")
+    wait_for(
+        lambda: get(cluster, namespace, "osm", "scaled")["status"].get("readyReplicas") == 3,
+        timeout=TIMEOUT,
+        what="status.readyReplicas == 3",
+    )
+    path = f"/apis/moorage.dev/v1alpha1/namespaces/{namespace}/opensourcemodels/scaled/scale"
+    scale = json.loads(cluster.kubectl("get", "--raw", path, check=True).stdout)
+    assert scale["status"]["replicas"] == 3
+    assert "moorage.dev/model=scaled" in scale["status"]["selector"]
+
+
+def test_spec_change_rolls_the_deployment(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("rolled", serving={"vllm": {"maxModelLen": 1024}}), namespace=namespace)
+    wait_condition(cluster, namespace, "rolled", "Ready")
+    before = get(cluster, namespace, "deployment", "rolled")
+    cluster.apply(model("rolled", serving={"vllm": {"maxModelLen": 2048}}), namespace=namespace)
+
+    def rolled() -> bool:
+        deployment = get(cluster, namespace, "deployment", "rolled")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args[args.index("--max-model-len") + 1] == "2048"
+
+    wait_for(rolled, timeout=TIMEOUT, what="new args in the Deployment")
+    after = get(cluster, namespace, "deployment", "rolled")
+    assert after["metadata"]["generation"] > before["metadata"]["generation"]
+    assert after["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    osm = get(cluster, namespace, "osm", "rolled")
+    wait_for(
+        lambda: (
+            (c := condition(cluster, namespace, "rolled", "Ready")) is not None
+            and c["status"] == "True"
+            and c["observedGeneration"] == osm["metadata"]["generation"]
+        ),
+        timeout=TIMEOUT,
+        what="Ready again",
+    )
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=rolled")["items"]
+    assert "RolloutStarted" in {e["reason"] for e in events}
+
+
+def test_delete_removes_every_child(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("gone"), namespace=namespace)
+    wait_condition(cluster, namespace, "gone", "Ready")
+    assert cluster.kubectl("delete", "osm", "gone", "-n", namespace, "--wait=true").returncode == 0
+
+    def nothing_left() -> bool:
+        found = [
+            get(cluster, namespace, kind, "-l", selector)["items"]
+            for kind, selector in (
+                ("deployments,jobs,services", "moorage.dev/model=gone"),
+                ("pvc", "moorage.dev/weights"),
+            )
+        ]
+        return not any(found)
+
+    wait_for(nothing_left, timeout=TIMEOUT, what="garbage collection of the children")
+
+
+def test_shared_weights_volume(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("first"), model("second"), namespace=namespace)
+    wait_condition(cluster, namespace, "first", "Ready")
+    wait_condition(cluster, namespace, "second", "Ready")
+    claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+    assert len(claims) == 1
+    assert {o["name"] for o in claims[0]["metadata"]["ownerReferences"]} == {"first", "second"}
+    cluster.kubectl("delete", "osm", "first", "-n", namespace, check=True)
+    time.sleep(3)
+    claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+    assert len(claims) == 1 and [o["name"] for o in claims[0]["metadata"]["ownerReferences"]] == ["second"]
+    cluster.kubectl("delete", "osm", "second", "-n", namespace, check=True)
+    wait_for(
+        lambda: not get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"],
+        timeout=TIMEOUT,
+        what="the volume to go with its last owner",
+    )
+
+
+def test_new_revision_rolls_and_releases_the_old_volume(
+    cluster: Cluster, operator: Running, namespace: str, hub: FakeHub
+) -> None:
+    files = model_files()
+    hub.add_repo("e2e/moving", files)
+    changed = {**files, "generation_config.json": b'{"temperature": 0.2}'}
+    newer = hub.add_repo("e2e/moving", changed, revisions={"v2": commit_sha(changed)})
+    cluster.apply(model("moving", uri="hf://e2e/moving"), namespace=namespace)
+    wait_condition(cluster, namespace, "moving", "Ready")
+    first = get(cluster, namespace, "osm", "moving")["status"]
+    moved = model("moving", uri="hf://e2e/moving")
+    moved["spec"]["source"]["revision"] = "v2"
+    cluster.apply(moved, namespace=namespace)
+
+    def switched() -> bool:
+        status = get(cluster, namespace, "osm", "moving")["status"]
+        ready = condition(cluster, namespace, "moving", "Ready")
+        return status.get("servingRevision") == newer and ready is not None and ready["status"] == "True"
+
+    wait_for(switched, timeout=TIMEOUT, what="serving the new revision")
+    assert get(cluster, namespace, "osm", "moving")["status"]["weights"]["claim"] != first["weights"]["claim"]
+    wait_for(
+        lambda: get(cluster, namespace, "pvc", first["weights"]["claim"]) is None,
+        timeout=TIMEOUT,
+        what="the old volume released",
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"source": {"uri": "s3://bucket/model"}}, "must be hf://<org>/<name>"),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {"rollout": {"maxSurge": 0, "maxUnavailable": 0}},
+            },
+            "maxSurge and maxUnavailable must not both be 0",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {"gpus": 2, "vllm": {"tensorParallelSize": 4}},
+            },
+            "tensorParallelSize cannot exceed gpus",
+        ),
+        ({"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"gpus": 0}}, "spec.serving.gpus"),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replica": 2}},
+            'unknown field "spec.serving.replica"',
+        ),
+    ],
+)
+def test_invalid_manifests_are_refused(
+    cluster: Cluster, operator: Running, namespace: str, spec: Obj, message: str
+) -> None:
+    body = json.dumps({**model("bad"), "spec": spec})
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=body)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_more_gpus_than_any_node_stays_pending_and_says_why(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    cluster.apply(model("huge", serving={"gpus": 16}), namespace=namespace)
+    found = wait_condition(cluster, namespace, "huge", "Ready", "False", reason="Unschedulable")
+    assert "nvidia.com/gpu" in found["message"]
+    assert not ready_pods(cluster, namespace, "huge")
+
+
+def test_gated_model_needs_its_token(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("gated", uri=f"hf://{TINY_GATED}"), namespace=namespace)
+    stalled = wait_condition(cluster, namespace, "gated", "Stalled", reason="AccessDenied")
+    assert "tokenSecretRef" in stalled["message"]
+
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hf"},
+        "stringData": {"token": DEMO_TOKEN},
+    }
+    with_token = model("gated", uri=f"hf://{TINY_GATED}")
+    with_token["spec"]["source"]["tokenSecretRef"] = {"name": "hf"}
+    cluster.apply(secret, with_token, namespace=namespace)
+    wait_condition(cluster, namespace, "gated", "Ready")
+    everything = cluster.kubectl("get", "osm,deploy,jobs,events,pods", "-n", namespace, "-o", "yaml").stdout
+    assert DEMO_TOKEN not in everything and DEMO_TOKEN not in operator.process.log()
+
+
+def test_fine_tune_then_serve_the_adapter(cluster: Cluster, operator: Running, namespace: str) -> None:
+    tuned = model("tuned", fineTune={"dataset": {"uri": f"hf://datasets/{TINY_DATASET}"}, "lora": {"r": 8}})
+    cluster.apply(tuned, namespace=namespace)
+    wait_condition(cluster, namespace, "tuned", "FineTuned")
+    wait_condition(cluster, namespace, "tuned", "Ready")
+    jobs = {
+        j["metadata"]["labels"]["app.kubernetes.io/component"]
+        for j in get(cluster, namespace, "jobs", "-l", "moorage.dev/model=tuned")["items"]
+    }
+    assert jobs == {"weights", "finetune"}
+    args = get(cluster, namespace, "deployment", "tuned")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable-lora" in args
+    status = get(cluster, namespace, "osm", "tuned")["status"]
+    assert args[args.index("--lora-modules") + 1] == f"tuned-ft={status['fineTune']['path']}"
+    assert status["fineTune"]["servedModelName"] == "tuned-ft"
+
+
+def test_restart_resumes_without_duplicates(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("resumed", serving={"replicas": 2}), namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "jobs", "-l", "moorage.dev/model=resumed")["items"],
+        timeout=TIMEOUT,
+        what="the pull Job",
+    )
+    operator.restart()
+    wait_condition(cluster, namespace, "resumed", "Ready")
+    assert len(get(cluster, namespace, "jobs", "-l", "moorage.dev/model=resumed")["items"]) == 1
+    assert len(get(cluster, namespace, "deployments", "-l", "moorage.dev/model=resumed")["items"]) == 1
+    assert len(get(cluster, namespace, "replicasets", "-l", "moorage.dev/model=resumed")["items"]) == 1
+    assert len(get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]) == 1
+
+
+def _writes_since(cluster: Cluster, since: float) -> list[Obj]:
+    writes = []
+    for line in cluster.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        stamp = (
+            time.mktime(time.strptime(event["requestReceivedTimestamp"][:19], "%Y-%m-%dT%H:%M:%S"))
+            - time.timezone
+        )
+        if (
+            stamp >= since
+            and event["user"]["username"] == ADMIN_USER
+            and event["verb"] in ("create", "update", "patch", "delete")
+        ):
+            writes.append(event)
+    return writes
+
+
+def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("idle", serving={"replicas": 2}), namespace=namespace)
+    wait_condition(cluster, namespace, "idle", "Ready")
+    time.sleep(3)  # let the last events of the rollout drain
+    start = time.time() + 1
+    time.sleep(12)
+    writes = _writes_since(cluster, start)
+    assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
