@@ -116,7 +116,7 @@ def main(workdir: Path | None = None, keep: bool = True) -> int:
     with stack(workdir) as (cluster, hub, operator):
         cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
         cluster.apply(DEMO_MODEL)
-        print(f"moorage demo: applied OpenSourceModel {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_MODEL} on {hub.url}")
+        print(f"moorage demo: applied {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_MODEL} served by {hub.url}")
         if not _watch(cluster, "tiny-llama", timeout=180):
             print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
             return 1

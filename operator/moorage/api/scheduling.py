@@ -24,7 +24,9 @@ class Scheduling(ApiModel):
     """Node labels the pods require, e.g. {nvidia.com/gpu.product: NVIDIA-L4}."""
     tolerations: list[Toleration] | None = None
     """Added to the toleration of the GPU taint that moorage always sets."""
-    affinity: Annotated[dict[str, Any] | None, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})] = None
+    affinity: Annotated[
+        dict[str, Any] | None, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = None
     """A core/v1 Affinity, passed through as written."""
     runtime_class_name: str | None = None
     """E.g. nvidia, where the cluster runs GPU pods under a dedicated runtime class."""
