@@ -1,6 +1,7 @@
 """What `moorage finetune` says before it needs the training stack: arguments, spec, finished output."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,16 @@ def test_a_finished_output_is_reported_without_training(tmp_path: Path, terminat
         "tokensPerSecond": 10.0,
         "adapter": str(out),
     }
+
+
+def test_an_image_without_the_training_stack_is_a_permanent_failure(
+    tmp_path: Path, termination_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` sees where it is not installed
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("dataset: {uri: data.jsonl}\n")
+    assert main(_argv(tmp_path, spec)) == ExitCode.PERMANENT
+    report = _report(termination_log)
+    assert report.reason == "TrainingStackMissing"
+    assert report.message.startswith("torch is not installed")

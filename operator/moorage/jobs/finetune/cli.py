@@ -11,7 +11,13 @@ from typing import NoReturn
 from moorage.api.layout import WEIGHTS_MOUNT
 from moorage.api.programs import TERMINATION_LOG, ExitCode, Report
 from moorage.jobs.finetune import outputs
-from moorage.jobs.finetune.errors import TRAINED, TRAINING_FAILED, USAGE_INVALID, FineTuneError
+from moorage.jobs.finetune.errors import (
+    TRAINED,
+    TRAINING_FAILED,
+    TRAINING_STACK_MISSING,
+    USAGE_INVALID,
+    FineTuneError,
+)
 from moorage.jobs.finetune.launch import record_exit_code, relaunch_on_all_gpus
 from moorage.jobs.finetune.spec import load_spec
 
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.OK
     except FineTuneError as exc:
         report, code = Report(ok=False, reason=exc.reason, message=exc.message), exc.exit_code
+    except ModuleNotFoundError as exc:
+        # The image, not the run, is wrong: no retry will install torch.
+        message = f"{exc.name} is not installed: use the fine-tune image or install moorage[finetune]"
+        report, code = Report(ok=False, reason=TRAINING_STACK_MISSING, message=message), ExitCode.PERMANENT
     except Exception as exc:
         # Unforeseen (a node problem, a bug): the Job retries and the run resumes from its checkpoint.
         log.exception("fine-tuning failed")
