@@ -1,0 +1,58 @@
+"""``python -m moorage.devcluster up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N]``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from moorage.devcluster.build import build
+from moorage.devcluster.cluster import Cluster
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moorage.devcluster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build, start the cluster and wait for Ctrl-C")
+    up.add_argument("--workdir", type=Path, help="state directory (default: a new temp dir)")
+    up.add_argument("--gpu-nodes", type=int, default=2)
+    up.add_argument("--gpus-per-node", type=int, default=8)
+    sub.add_parser("build", help="build the binaries and print their directory")
+    args = parser.parse_args(argv)
+
+    if args.command == "build":
+        print(build())
+        return 0
+
+    workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="moorage-devcluster-"))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    try:
+        with Cluster.start(workdir, gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node) as cluster:
+            print(
+                f"cluster up in {time.monotonic() - started:.1f}s; state in {cluster.workdir}",
+                file=sys.stderr,
+            )
+            print(f"kubeconfig: {cluster.kubeconfig}")
+            print(f"audit log:  {cluster.audit_log}")
+            print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
+            print("Ctrl-C to stop.", file=sys.stderr, flush=True)
+            while cluster.running():
+                time.sleep(1)
+            print(f"a component exited; stopping (see logs in {cluster.logs_dir})", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Build (or find in the cache) the test control plane binaries from tests/cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+#: Names of the component entry points in the bin dir (symlinks to one binary).
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class BuildError(RuntimeError):
+    """tests/cluster/build.sh failed or could not be found."""
+
+
+def find_cluster_dir(start: Path | None = None) -> Path:
+    """Return the repository's ``tests/cluster`` directory.
+
+    ``MOORAGE_TESTCLUSTER_DIR`` overrides the search; otherwise the parents of
+    ``start`` (default: this file, then the working directory) are searched.
+    """
+    override = os.environ.get("MOORAGE_TESTCLUSTER_DIR")
+    if override:
+        return Path(override).resolve()
+    starts = [start] if start is not None else [Path(__file__).resolve(), Path.cwd().resolve()]
+    for origin in starts:
+        for parent in [origin, *origin.parents]:
+            candidate = parent / "tests" / "cluster" / "build.sh"
+            if candidate.is_file():
+                return candidate.parent
+    raise BuildError("cannot find tests/cluster/build.sh above " + ", ".join(map(str, starts)))
+
+
+def _bin_dir_complete(bin_dir: Path) -> bool:
+    return all((bin_dir / name).exists() for name in COMPONENTS)
+
+
+def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0) -> Path:
+    """Run ``build.sh`` and return the directory holding the component binaries.
+
+    A warm cache answers in a second or two. A cold build takes tens of
+    minutes; a progress line goes to stderr every ``progress_every`` seconds
+    and the build's own output is shown only if it fails.
+
+    ``MOORAGE_TESTCLUSTER_BIN`` names a prebuilt bin dir and skips the build.
+    """
+    prebuilt = os.environ.get("MOORAGE_TESTCLUSTER_BIN")
+    if prebuilt:
+        bin_dir = Path(prebuilt).resolve()
+        if not _bin_dir_complete(bin_dir):
+            raise BuildError(f"MOORAGE_TESTCLUSTER_BIN={prebuilt} lacks one of {', '.join(COMPONENTS)}")
+        return bin_dir
+
+    directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        ["bash", str(directory / "build.sh")],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(progress_every):
+            minutes = (time.monotonic() - started) / 60
+            print(
+                f"moorage.devcluster: building the test control plane ({minutes:.0f} min so far; "
+                "a cold build takes 20-40 min, later runs are cached)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    reporter = threading.Thread(target=report, name="devcluster-build-progress", daemon=True)
+    reporter.start()
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        done.set()
+        reporter.join()
+    if proc.returncode != 0:
+        raise BuildError(
+            f"{directory / 'build.sh'} failed with exit code {proc.returncode}:\n{stderr[-20000:]}"
+        )
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise BuildError(f"{directory / 'build.sh'} printed no bin dir")
+    bin_dir = Path(lines[-1].strip())
+    if not _bin_dir_complete(bin_dir):
+        raise BuildError(f"build.sh returned {bin_dir}, which lacks one of {', '.join(COMPONENTS)}")
+    return bin_dir
