@@ -1,0 +1,64 @@
+"""Fixtures for tests against the real dev control plane (moorage.devcluster).
+
+The session-scoped ``cluster`` fixture builds (cached) and starts the cluster
+once per run. Set MOORAGE_SKIP_CLUSTER=1 to skip these tests; otherwise any
+failure to build or start the cluster fails them. Tests that use ``cluster``
+are marked ``cluster`` automatically; on failure the report gets a
+"devcluster diagnostics" section (events, pods, nodes, component log tails).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from moorage.devcluster import Cluster, dump_diagnostics, wait_for
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.environ.get("MOORAGE_SKIP_CLUSTER") == "1":
+        pytest.skip("MOORAGE_SKIP_CLUSTER=1: not starting the dev cluster (tests/cluster)")
+    workdir = tmp_path_factory.mktemp("devcluster")
+    started = time.monotonic()
+    running = Cluster.start(workdir)
+    print(f"devcluster up in {time.monotonic() - started:.1f}s at {running.server} ({workdir})")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    running = getattr(item, "funcargs", {}).get("cluster")
+    if isinstance(running, Cluster) and running.running():
+        report.sections.append(("devcluster diagnostics", dump_diagnostics(running)))
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists; deleted afterwards (not awaited)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name, check=True)
+    wait_for(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name).returncode == 0,
+        what=f"default serviceaccount in {name}",
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
