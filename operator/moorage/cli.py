@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from moorage.api.crd import crd
 from moorage.api.errors import describe
 from moorage.api.model import API_VERSION, KIND, ObjectMeta, OpenSourceModel
+from moorage.api.reference import reference
 from moorage.api.resolved import ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.plan.children import plan
@@ -125,6 +126,11 @@ def _cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference(_: argparse.Namespace) -> int:
+    print(reference(), end="")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's framework loads only for `run`
 
@@ -182,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     render_.set_defaults(handler=_cmd_render)
 
     commands.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(handler=_cmd_crd)
+    commands.add_parser("reference", help="print the spec reference (Markdown)").set_defaults(
+        handler=_cmd_reference
+    )
 
     for name, about in (
         ("pull", "pull a snapshot into a directory (the weights Job)"),

@@ -84,3 +84,10 @@ def test_conditions_are_a_map_list() -> None:
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert yaml.safe_load(CRD_FILE.read_text())["kind"] == "CustomResourceDefinition"
+
+
+def test_reference_doc_is_current() -> None:
+    from moorage.api.reference import reference
+
+    doc = Path(__file__).parents[2] / "docs" / "reference.md"
+    assert doc.read_text() == reference(), "docs/reference.md is stale: run `moorage reference > docs/reference.md`"

@@ -33,22 +33,12 @@ PRINTER_COLUMNS = [
 ]
 
 
-def _structural(node: Any, defs: Schema) -> Any:
-    """Turns pydantic's JSON schema into a structural OpenAPI v3 schema as Kubernetes wants it."""
+def _structural(node: Any) -> Any:
+    """Turns a ref-free JSON schema into a structural OpenAPI v3 schema as Kubernetes wants it."""
     if isinstance(node, list):
-        return [_structural(item, defs) for item in node]
+        return [_structural(item) for item in node]
     if not isinstance(node, dict):
         return node
-    if "$ref" in node:
-        target = defs[node["$ref"].rsplit("/", 1)[-1]]
-        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _structural(merged, defs)
-    if "anyOf" in node:
-        # Optional[X] is X in Kubernetes: absence, not null, means unset.
-        options = [o for o in node["anyOf"] if o.get("type") != "null"]
-        if len(options) == 1:
-            rest = {k: v for k, v in node.items() if k != "anyOf"}
-            return _structural({**options[0], **rest}, defs)
     out: Schema = {}
     for key, value in node.items():
         if key in _DROPPED:
@@ -62,9 +52,9 @@ def _structural(node: Any, defs: Schema) -> Any:
         elif key == "description":
             out[key] = " ".join(value.split())
         elif key == "properties":
-            out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
+            out[key] = {name: _structural(prop) for name, prop in value.items()}
         else:
-            out[key] = _structural(value, defs)
+            out[key] = _structural(value)
     if out.get("x-kubernetes-preserve-unknown-fields") or out.get("additionalProperties") is False:
         # Kubernetes prunes unknown fields itself (and kubectl's strict validation names them);
         # a structural schema may not say additionalProperties: false.
@@ -81,9 +71,29 @@ def _structural(node: Any, defs: Schema) -> Any:
     return out
 
 
+def resolve_refs(schema: Schema) -> Schema:
+    """pydantic's JSON schema with every $ref inlined and Optional[X] as X; defaults kept."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return walk({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        options = [o for o in node.get("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            return walk({**options[0], **{k: v for k, v in node.items() if k != "anyOf"}})
+        return {k: walk(v) for k, v in node.items() if k != "$defs"}
+
+    defs = schema.get("$defs", {})
+    resolved: Schema = walk(schema)
+    return resolved
+
+
 def _schema_of(model: type[OpenSourceModelSpec] | type[OpenSourceModelStatus]) -> Schema:
-    raw = model.model_json_schema(by_alias=True, mode="validation")
-    schema: Schema = _structural(raw, raw.get("$defs", {}))
+    schema: Schema = _structural(resolve_refs(model.model_json_schema(by_alias=True, mode="validation")))
     return schema
 
 

@@ -76,7 +76,9 @@ class FineTune(ApiModel):
     resources: FineTuneResources = FineTuneResources()
     scheduling: Scheduling | None = None
     """Placement of the fine-tune pod; defaults to serving's."""
-    adapter_name: Annotated[str | None, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = None
+    adapter_name: Annotated[str | None, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = (
+        None
+    )
     """The model name clients ask for to get the adapter. Default: <model name>-ft."""
     image: str | None = None
     """Image of the fine-tune Job. Default: the operator's --finetune-image."""

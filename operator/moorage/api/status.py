@@ -10,17 +10,34 @@ from moorage.api.base import ApiModel
 
 class ConditionType(StrEnum):
     READY = "Ready"
-    """The model serves its current spec: weights pulled, adapter trained, every replica up to date."""
     RECONCILING = "Reconciling"
-    """The operator is working towards the spec (pulling, training, rolling out); kstatus reads it."""
     STALLED = "Stalled"
-    """Progress stopped and needs a person: the reason and message say what to fix."""
     WEIGHTS_READY = "WeightsReady"
-    """The weights of status.resolvedRevision are whole and verified on the cache volume."""
     FINE_TUNED = "FineTuned"
-    """The adapter of the current spec.fineTune is trained (only with spec.fineTune)."""
     AVAILABLE = "Available"
-    """At least one replica answers (it may still serve the previous spec during a rollout)."""
+
+
+CONDITION_DOCS = {
+    ConditionType.READY: (
+        "The model serves its current spec: weights pulled, adapter trained (with fineTune), every replica "
+        "updated and ready. `kubectl wait --for=condition=Ready` waits for this."
+    ),
+    ConditionType.RECONCILING: (
+        "The operator is working towards the spec: resolving, pulling, training or rolling out. The reason "
+        "says which; the message says how far."
+    ),
+    ConditionType.STALLED: (
+        "Progress stopped and needs a person: a wrong source, no access, weights that do not fit the GPUs, a "
+        "failed pull or training, a rollout past its deadline. The message names what to fix."
+    ),
+    ConditionType.WEIGHTS_READY: (
+        "The weights of status.resolvedRevision are whole and verified on the cache volume."
+    ),
+    ConditionType.FINE_TUNED: "Only with spec.fineTune: the adapter of the current fineTune spec is trained.",
+    ConditionType.AVAILABLE: (
+        "At least one replica answers; during a rollout it may still serve the previous spec."
+    ),
+}
 
 
 class Condition(ApiModel):

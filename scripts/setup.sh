@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs to develop, demo and test moorage. Idempotent; warm runs take seconds.
+#
+#   Python venv with the package, dev tools and the fine-tune stack   (.venv → a cached venv)
+#   the local Kubernetes control plane, built from Go modules         (tests/cluster/build.sh)
+#   helm, built from its Go module                                    (scripts/install-helm.sh)
+#   a venv with the pinned vLLM, whose own parser checks our flags    (tests/contract/setup_vllm.sh)
+#
+# Caches live under ~/.cache/moorage (and Go's own caches), so a new clone on the same machine is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/moorage"
+python="${PYTHON:-python3}"
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "Python environment"
+if [[ ! -e .venv ]]; then
+  key="$({ "$python" --version; cat pyproject.toml; } | sha256sum | cut -c1-12)"
+  venv="$cache/venvs/$key"
+  [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+  ln -s "$venv" .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev,finetune]'
+
+step "Test control plane (the first build compiles Kubernetes: about 15 minutes on 2 cores)"
+tests/cluster/build.sh >/dev/null
+
+step "helm"
+scripts/install-helm.sh >/dev/null
+
+step "vLLM for the flag contract test (the first install takes a few minutes)"
+tests/contract/setup_vllm.sh >/dev/null
+
+step "ready: .venv/bin/moorage demo   |   scripts/test.sh"
