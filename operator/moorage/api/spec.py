@@ -25,7 +25,9 @@ class SecretKeyRef(ApiModel):
     """A key of a Secret in the model's namespace."""
 
     name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)]
+    """The Secret's name."""
     key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
+    """The key in the Secret's data that holds the token."""
 
 
 class Source(ApiModel):
@@ -136,6 +138,7 @@ class Serving(ApiModel):
     gpu_resource_name: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
         "nvidia.com/gpu"
     )
+    """The extended resource the GPU device plugin advertises; pods also tolerate the taint of that name."""
     gpu_profile: Annotated[str | None, Field(max_length=63)] = None
     """Which GPU the pods get (e.g. nvidia-l4, nvidia-h100-80gb), for the check that the weights fit.
     Default: the operator's --default-gpu-profile."""
