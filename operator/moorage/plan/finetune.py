@@ -91,11 +91,6 @@ def finetune_job(
         "--data-root",
         str(WEIGHTS_MOUNT),
     ]
-    command = (
-        ["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "moorage.jobs.finetune"]
-        if gpus > 1
-        else ["moorage", "finetune"]
-    )
     requests: dict[str, str] = {}
     if gpus:
         requests[model.spec.serving.gpu_resource_name] = str(gpus)
@@ -108,7 +103,7 @@ def finetune_job(
     container = {
         "name": "finetune",
         "image": spec.image or config.finetune_image,
-        "command": command,
+        "command": ["moorage", "finetune"],  # it starts one worker per GPU itself
         "args": program,
         "env": env,
         "resources": {"requests": requests, "limits": limits},
