@@ -31,14 +31,15 @@ def selector(model: OpenSourceModel) -> dict[str, str]:
     return {MODEL_LABEL: model.metadata.name, "app.kubernetes.io/component": "serving"}
 
 
-def owner_reference(model: OpenSourceModel) -> dict[str, Any]:
+def owner_reference(model: OpenSourceModel, *, controller: bool = True) -> dict[str, Any]:
+    """controller=False for a child several models own (the shared weights volume): it goes with the last."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": model.metadata.name,
         "uid": model.metadata.uid or "",
-        "controller": True,
-        "blockOwnerDeletion": True,
+        "controller": controller,
+        "blockOwnerDeletion": controller,
     }
 
 

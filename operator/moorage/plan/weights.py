@@ -5,11 +5,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash, snapshot_dir
-from moorage.api.model import API_VERSION, KIND, OpenSourceModel
+from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import ResolvedSource
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import job_spec
-from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, labels, truncate_name
+from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, labels, owner_reference, truncate_name
 from moorage.plan.security import container_security_context, pod_security_context
 
 GIB = 1024**3
@@ -30,17 +30,6 @@ def claim_size(model: OpenSourceModel, resolved: ResolvedSource) -> str:
     if model.spec.cache.size:
         return model.spec.cache.size
     return f"{math.ceil((resolved.total_bytes * 1.1 + HEADROOM_BYTES) / GIB)}Gi"
-
-
-def shared_owner_reference(model: OpenSourceModel) -> dict[str, Any]:
-    """Not a controller reference: several models own the volume, and it goes with the last of them."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": model.metadata.name,
-        "uid": model.metadata.uid or "",
-        "blockOwnerDeletion": False,
-    }
 
 
 def weights_claim(model: OpenSourceModel, resolved: ResolvedSource) -> Manifest:
@@ -67,7 +56,7 @@ def weights_claim(model: OpenSourceModel, resolved: ResolvedSource) -> Manifest:
         labels_=weights_labels,
         body={"spec": spec},
         annotations=annotations,
-        owner=shared_owner_reference(model),
+        owner=owner_reference(model, controller=False),
     )
 
 

@@ -22,6 +22,7 @@ KINDS: dict[str, Any] = {
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
+    "Secret": Secret,
     "Service": Service,
 }
 
@@ -76,17 +77,9 @@ class Kube:
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """None when the Secret or the key is missing."""
-        secret = await self.get_secret(namespace, name)
+        secret = await self.get("Secret", namespace, name)
         encoded = ((secret or {}).get("data") or {}).get(key)
         return base64.b64decode(encoded).decode() if encoded else None
-
-    async def get_secret(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return _plain(await self.client.get(Secret, name, namespace=namespace))
-        except ApiError as error:
-            if error.status.code == 404:
-                return None
-            raise
 
     async def event(self, model: Obj, type_: str, reason: str, message: str) -> None:
         metadata = model["metadata"]
