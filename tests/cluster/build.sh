@@ -78,4 +78,8 @@ mv "$tmp" "$out"
 trap - EXIT
 touch "$out/.complete"
 echo "built in $((SECONDS - start))s" >&2
+
+# Keep the three most recent builds; older ones are ~130 MB each.
+find "$cache_root" -mindepth 1 -maxdepth 1 -type d -name '[0-9a-f]*' -printf '%T@ %p\n' \
+  | sort -rn | tail -n +4 | cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
 echo "$bin"

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="moorage-devcluster-"))
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored
     started = time.monotonic()
     try:
         with Cluster.start(workdir, gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node) as cluster:

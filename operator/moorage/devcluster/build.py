@@ -39,12 +39,13 @@ def _bin_dir_complete(bin_dir: Path) -> bool:
     return all((bin_dir / name).exists() for name in COMPONENTS)
 
 
-def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0) -> Path:
+def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, first_note: float = 5.0) -> Path:
     """Run ``build.sh`` and return the directory holding the component binaries.
 
-    A warm cache answers in a second or two. A cold build takes tens of
-    minutes; a progress line goes to stderr every ``progress_every`` seconds
-    and the build's own output is shown only if it fails.
+    A warm cache answers in well under a second. A cold build takes several
+    minutes; if the build is still running after ``first_note`` seconds a
+    progress line goes to stderr, then every ``progress_every`` seconds. The
+    build's own output is shown only if it fails.
 
     ``MOORAGE_TESTCLUSTER_BIN`` names a prebuilt bin dir and skips the build.
     """
@@ -67,11 +68,13 @@ def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0) -> P
     done = threading.Event()
 
     def report() -> None:
-        while not done.wait(progress_every):
+        wait = first_note
+        while not done.wait(wait):
+            wait = progress_every
             minutes = (time.monotonic() - started) / 60
             print(
                 f"moorage.devcluster: building the test control plane ({minutes:.0f} min so far; "
-                "a cold build takes 20-40 min, later runs are cached)",
+                "a cold build takes 5-15 min on 2 cores, later runs are cached)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -61,6 +61,7 @@ T = TypeVar("T")
 
 _KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 _LEASE_SECONDS = 120
+_PORT_ATTEMPTS = 3
 _AUDIT_POLICY: JSON = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -289,14 +290,27 @@ class Cluster:
         call this from the main thread or from one that outlives the cluster.
         """
         workdir.mkdir(parents=True, exist_ok=True)
-        cluster = cls(workdir, bin_dir if bin_dir is not None else build())
-        atexit.register(cluster.stop)
-        try:
-            cluster._boot(gpu_nodes, gpus_per_node, time.monotonic() + timeout)
-        except BaseException:
-            cluster.stop()
-            raise
-        return cluster
+        binaries = bin_dir if bin_dir is not None else build()
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            cluster = cls(workdir, binaries)
+            atexit.register(cluster.stop)
+            try:
+                cluster._boot(gpu_nodes, gpus_per_node, deadline)
+            except ClusterError as exc:
+                cluster.stop()
+                # Ports are picked free, then bound by the child: another
+                # process may take one in between. Start over on fresh ports.
+                if "address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS:
+                    raise
+                for sub in ("etcd", "pki", "pv"):
+                    shutil.rmtree(workdir / sub, ignore_errors=True)
+                continue
+            except BaseException:
+                cluster.stop()
+                raise
+            return cluster
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         """Stop every component (SIGTERM, then SIGKILL after 10 s). Idempotent."""
