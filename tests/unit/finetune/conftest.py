@@ -7,7 +7,12 @@ import importlib
 from pathlib import Path
 
 import pytest
-from finetune_support import CHAT_TEMPLATE, SPECIAL, WORDS, FineTuneRunner
+from finetune_support import CHAT_TEMPLATE, SPECIAL, WORDS, FineTuneRunner, restore_offline_env_after
+
+
+@pytest.fixture(autouse=True)
+def _offline_env_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    restore_offline_env_after(monkeypatch)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from moorage.api.programs import Report
 from moorage.jobs.finetune import main
+from moorage.jobs.finetune.cli import OFFLINE_ENV
 
 NUMBERS = [str(i) for i in range(24)]
 WORDS = [*NUMBERS, "count", "from", ":", "user", "assistant", "system"]
@@ -17,6 +19,15 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
     "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
 )
+
+
+def restore_offline_env_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moorage finetune` forces the hub libraries offline for its process; tests that run it in-process
+    must not leave the rest of the suite (the pull tests, say) offline too."""
+    for name in OFFLINE_ENV:
+        # setenv first: it remembers the original state, where delenv forgets a variable that was unset.
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
 
 
 def counting_rows(n: int) -> list[tuple[str, str]]:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from finetune_support import FineTuneRunner, chat_rows, write_jsonl
+from finetune_support import FineTuneRunner, chat_rows, restore_offline_env_after, write_jsonl
 
 from moorage.api.layout import COMPLETE_MARKER
 from moorage.api.programs import ExitCode, Report
@@ -24,6 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> FineTu
     with pytest.MonkeyPatch.context() as monkeypatch:
         runner = FineTuneRunner(tmp_path_factory.mktemp("trained"), tiny_base)
         monkeypatch.setenv("MOORAGE_TERMINATION_LOG", str(runner.log))
+        restore_offline_env_after(monkeypatch)
         data = write_jsonl(runner.tmp / "data" / "train.jsonl", chat_rows(64))
         outcome = runner(runner.spec({"uri": str(data), "format": "chat"}, training=TRAINING, lora=LORA))
         assert outcome.code == ExitCode.OK, outcome.report
