@@ -1,0 +1,77 @@
+{{/* The name of every object: fullnameOverride, else the release name (moorage), else release-moorage. */}}
+{{- define "moorage.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moorage.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "moorage.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moorage.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "moorage.labels" -}}
+{{ include "moorage.selectorLabels" . }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "moorage.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+What the operator does in the namespaces it serves (moorage.reconcile): read its models and write their
+status; server-side apply (create + patch) its children; delete superseded Jobs and released weights
+volumes; read the pods of its Jobs and Deployments; read the hub token Secrets a model names; post Events.
+kopf lists and watches every kind it has a handler for. Nothing more: no wildcards, no Secret listing.
+*/}}
+{{- define "moorage.workloadRules" -}}
+- apiGroups: ["moorage.dev"]
+  resources: ["opensourcemodels"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["moorage.dev"]
+  resources: ["opensourcemodels/status"]
+  verbs: ["patch"]
+# Children carry an owner reference with blockOwnerDeletion; where the OwnerReferencesPermissionEnforcement
+# admission plugin is on (e.g. OpenShift), setting it needs update on the owner's finalizers.
+- apiGroups: ["moorage.dev"]
+  resources: ["opensourcemodels/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# spec.source.tokenSecretRef: only get, by name; never list, watch or write.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
