@@ -32,13 +32,20 @@ DEMO_MODEL = {
 
 
 class OperatorProcess:
-    """`moorage run` in a child process, as a user runs it, its log in a file."""
+    """`moorage run` in a child process, as a user runs it, its log in a file.
 
-    def __init__(self, cluster: Cluster, hub_url: str, log_path: Path, *extra: str) -> None:
+    It talks to the cluster as admin unless `kubeconfig` names another (e.g. a ServiceAccount's token).
+    """
+
+    def __init__(
+        self, cluster: Cluster, hub_url: str, log_path: Path, *extra: str, kubeconfig: Path | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         command = [sys.executable, "-m", "moorage.cli", "run", "--hf-endpoint", hub_url, *extra]
         env = {**cluster.env(), "PYTHONUNBUFFERED": "1"}
+        if kubeconfig is not None:
+            env["KUBECONFIG"] = str(kubeconfig)
         package_root = str(Path(__file__).parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
