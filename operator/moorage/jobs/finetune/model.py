@@ -31,10 +31,15 @@ def load_tokenizer(base: Path) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise FineTuneError(BASE_WEIGHTS_MISSING, f"cannot load the tokenizer from {base}: {exc}") from exc
-    if tokenizer.pad_token_id is None:
-        # Padded positions are masked out of attention and loss, so any id will do.
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's padding id, or any: padded positions are masked out of attention and loss."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def chat_renderer(tokenizer: Any) -> ChatRenderer:

@@ -15,7 +15,7 @@ from moorage.jobs.finetune.data import load_rows
 from moorage.jobs.finetune.encode import Example, encode_all
 from moorage.jobs.finetune.errors import OUT_OF_MEMORY, TRAINED, FineTuneError
 from moorage.jobs.finetune.formats import formatter
-from moorage.jobs.finetune.model import chat_renderer, load_lora_model, load_tokenizer, pick_device
+from moorage.jobs.finetune.model import chat_renderer, load_lora_model, load_tokenizer, pad_id, pick_device
 from moorage.jobs.finetune.sources import resolve_dataset
 from moorage.jobs.finetune.train import train
 
@@ -48,7 +48,7 @@ def run(spec: FineTune, paths: Paths) -> Report:
                 world=world,
                 device=device,
                 dtype=dtype,
-                pad_id=tokenizer.pad_token_id,
+                pad_id=pad_id(tokenizer),
             )
         except torch.cuda.OutOfMemoryError as exc:
             raise FineTuneError(
