@@ -12,4 +12,5 @@ ruff check .
 ruff format --check operator tests bench
 mypy
 lint-imports
+hadolint images/*/Dockerfile
 exec pytest "${@:-tests}"

@@ -21,6 +21,10 @@ from moorage.plan.config import DEFAULT_FINETUNE_IMAGE, DEFAULT_OPERATOR_IMAGE, 
 from moorage.plan.observed import JobState, Observed
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
+PROGRAMS = {
+    "pull": "pull a snapshot into a directory (the weights Job's program)",
+    "finetune": "train a LoRA adapter (the fine-tune Job's program)",
+}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -154,13 +158,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_program(args: argparse.Namespace) -> int:
+def _run_program(name: str, argv: list[str]) -> int:
     """`moorage pull` and `moorage finetune`: the programs our Jobs run; each parses its own arguments."""
-    if args.command == "pull":
-        from moorage.jobs.pull import main as program  # noqa: PLC0415
+    if name == "pull":
+        from moorage.jobs.pull import main as program  # noqa: PLC0415 - load only the program asked for
     else:
         from moorage.jobs.finetune import main as program  # noqa: PLC0415
-    return program(args.rest)
+    return program(argv)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -192,13 +196,8 @@ def parser() -> argparse.ArgumentParser:
         handler=_cmd_reference
     )
 
-    for name, about in (
-        ("pull", "pull a snapshot into a directory (the weights Job)"),
-        ("finetune", "train a LoRA adapter (the fine-tune Job)"),
-    ):
-        program = commands.add_parser(name, help=about, add_help=False)
-        program.add_argument("rest", nargs=argparse.REMAINDER)
-        program.set_defaults(handler=_cmd_program)
+    for name, about in PROGRAMS.items():  # listed for --help; main() hands their arguments over whole
+        commands.add_parser(name, help=about, add_help=False)
 
     demo = commands.add_parser("demo", help="a local cluster with fake GPU nodes, the operator and a model")
     demo.add_argument("--workdir", type=Path, default=None)
@@ -208,6 +207,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PROGRAMS:
+        return _run_program(argv[0], argv[1:])
     args = parser().parse_args(argv)
     if args.handler is not _cmd_run:  # kopf sets up logging for the operator itself
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
