@@ -76,9 +76,9 @@ def install_crd(cluster: Cluster) -> None:
 
 
 @contextmanager
-def stack(workdir: Path) -> Iterator[tuple[Cluster, FakeHub, OperatorProcess]]:
+def stack(workdir: Path, gpu_nodes: int = 2) -> Iterator[tuple[Cluster, FakeHub, OperatorProcess]]:
     """Cluster, hub and operator, stopped in reverse order whatever happens."""
-    with Cluster.start(workdir / "cluster") as cluster, default_hub() as hub:
+    with Cluster.start(workdir / "cluster", gpu_nodes=gpu_nodes) as cluster, default_hub() as hub:
         install_crd(cluster)
         operator = OperatorProcess(cluster, hub.url, workdir / "operator.log")
         try:
