@@ -340,7 +340,8 @@ def test_restart_resumes_without_duplicates(cluster: Cluster, operator: Running,
     assert len(get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]) == 1
 
 
-def _writes_since(cluster: Cluster, since: float) -> list[Obj]:
+def _writes_since(cluster: Cluster, since: float, namespace: str) -> list[Obj]:
+    """Writes by the operator's user into one namespace (other tests' namespaces are being torn down)."""
     writes = []
     for line in cluster.audit_log.read_text().splitlines():
         event = json.loads(line)
@@ -350,6 +351,7 @@ def _writes_since(cluster: Cluster, since: float) -> list[Obj]:
         )
         if (
             stamp >= since
+            and event.get("objectRef", {}).get("namespace") == namespace
             and event["user"]["username"] == ADMIN_USER
             and event["verb"] in ("create", "update", "patch", "delete")
         ):
@@ -363,5 +365,5 @@ def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, name
     time.sleep(3)  # let the last events of the rollout drain
     start = time.time() + 1
     time.sleep(12)
-    writes = _writes_since(cluster, start)
+    writes = _writes_since(cluster, start, namespace)
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]

@@ -38,6 +38,7 @@ WORKLOAD_RULES = {
     ("batch", "jobs"): [*READ, "create", "patch", "delete"],
     ("", "persistentvolumeclaims"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
+    ("", "pods/log"): ["get"],
     ("", "secrets"): ["get"],
     ("", "events"): ["create"],
 }

@@ -272,3 +272,15 @@ def test_serving_target_round_trips_through_annotations() -> None:
     assert target is not None
     assert ServingTarget.from_annotations(target.annotations()) == target
     assert ConditionType.READY == "Ready"
+
+
+def test_pull_progress_shows_in_status() -> None:
+    m = model()
+    line = "1.0 GiB / 1.9 GiB (53.7%), 96.0 MiB/s, 1/2 files"
+    observed = Observed(resolved=resolved(), pull=JobState(active=True, progress=line))
+    s = status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW)
+    assert s.weights is not None and s.weights.progress == line
+    weights = next(c for c in s.conditions if c.type == "WeightsReady")
+    assert weights.reason == "Pulling" and weights.message.endswith(line)
+    done = Observed(resolved=resolved(), pull=JobState(succeeded=True, progress=line))
+    assert status(m, done, plan(m, done, CONFIG), CONFIG, NOW).weights.progress is None  # type: ignore[union-attr]

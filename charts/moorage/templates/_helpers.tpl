@@ -67,6 +67,10 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The last progress line of a running pull, for status.weights.progress.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # spec.source.tokenSecretRef: only get, by name; never list, watch or write.
 - apiGroups: [""]
   resources: ["secrets"]

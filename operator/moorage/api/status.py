@@ -61,6 +61,8 @@ class WeightsStatus(ApiModel):
     """The PersistentVolumeClaim that holds them, shared by every model on the same weights."""
     path: str | None = None
     """Where the snapshot lies on that claim."""
+    progress: str | None = None
+    """While the pull runs: bytes done of the total, and the rate (from the pull's log)."""
 
 
 class FineTuneStatus(ApiModel):

@@ -30,6 +30,8 @@ class JobState:
     """The termination message of the Job's last pod that wrote one."""
     failure_message: str = ""
     """The Job's Failed condition message (backoff limit, deadline, pod failure policy)."""
+    progress: str | None = None
+    """The program's last progress line while it runs, e.g. "3.1 GiB / 14.2 GiB (21.8%), 96.0 MiB/s"."""
 
     @staticmethod
     def from_job(job: dict[str, Any], report: Report | None = None) -> "JobState":

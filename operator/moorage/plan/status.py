@@ -41,6 +41,8 @@ def _weights(observed: Observed) -> Verdict:
     pull = observed.pull
     if pull is not None and pull.succeeded:
         return Verdict(True, "Pulled", f"{what} verified on the cache volume")
+    if pull is not None and pull.progress:
+        return Verdict(False, "Pulling", f"pulling {what}: {pull.progress}")
     if pull is not None and pull.failed:
         problem = _job_problem(pull, "PullFailed")
         return Verdict(False, problem.reason, problem.message)
@@ -200,6 +202,7 @@ def status(
         weights=WeightsStatus(
             files=len(resolved.files),
             bytes=resolved.total_bytes,
+            progress=observed.pull.progress if observed.pull and not observed.pull.succeeded else None,
             claim=plan.desired.claim if plan.desired else None,
             path=plan.desired.weights_path if plan.desired else None,
         )

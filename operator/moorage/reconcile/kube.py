@@ -75,6 +75,16 @@ class Kube:
             patch_type=PatchType.MERGE,
         )
 
+    async def log_tail(self, namespace: str, pod: str, lines: int) -> list[str]:
+        """The last lines a pod's container printed; empty when the kubelet cannot say (yet)."""
+        try:
+            return [
+                line.rstrip("\n")
+                async for line in self.client.log(pod, namespace=namespace, tail_lines=lines)
+            ]
+        except ApiError:
+            return []
+
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """None when the Secret or the key is missing."""
         secret = await self.get("Secret", namespace, name)

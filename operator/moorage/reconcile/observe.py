@@ -1,6 +1,6 @@
 """Reading the world of one model: its source on the hub, its children, their pods."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
@@ -13,6 +13,10 @@ from moorage.plan.meta import selector
 from moorage.plan.observed import DeploymentState, JobState, Observed, Problem, unschedulable_message
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
+
+PROGRESS_PREFIX = "pull: "
+"""What `moorage pull` starts its progress lines with."""
+PROGRESS_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -107,12 +111,26 @@ def _report(pods: list[Obj], container: str) -> Report | None:
     return newest[1] if newest else None
 
 
+async def _progress(kube: Kube, namespace: str, pods: list[Obj]) -> str | None:
+    """The last progress line of a running Job pod (`kubectl logs` shows the same)."""
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    if not running:
+        return None
+    lines = await kube.log_tail(namespace, running[0]["metadata"]["name"], lines=PROGRESS_LINES)
+    return next(
+        (line.split(": ", 1)[1] for line in reversed(lines) if line.startswith(PROGRESS_PREFIX)), None
+    )
+
+
 async def _job(kube: Kube, namespace: str, name: str, container: str) -> tuple[Obj | None, JobState | None]:
     job = await kube.get("Job", namespace, name)
     if job is None:
         return None, None
     pods = await kube.select("Pod", namespace, {"job-name": name})
-    return job, JobState.from_job(job, _report(pods, container))
+    state = JobState.from_job(job, _report(pods, container))
+    if state.active and container == "pull":
+        state = replace(state, progress=await _progress(kube, namespace, pods))
+    return job, state
 
 
 async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig) -> World:
