@@ -36,16 +36,19 @@ def make_files(total_mib: int, count: int) -> dict[str, bytes]:
 def plain_copy(hub: FakeHub, sha: str, files: dict[str, bytes], dest: Path) -> float:
     started = time.monotonic()
     for name in files:
-        with urllib.request.urlopen(f"{hub.url}/{REPO}/resolve/{sha}/{name}") as response, \
-                (dest / name).open("wb") as out:
+        with (
+            urllib.request.urlopen(f"{hub.url}/{REPO}/resolve/{sha}/{name}") as response,
+            (dest / name).open("wb") as out,
+        ):
             shutil.copyfileobj(response, out, 2**20)
     return time.monotonic() - started
 
 
 def timed_pull(dest: Path, revision: str) -> float:
     started = time.monotonic()
-    code = pull.main([f"hf://{REPO}", "--revision", revision, "--dest", str(dest),
-                      "--progress-seconds", "3600"])
+    code = pull.main(
+        [f"hf://{REPO}", "--revision", revision, "--dest", str(dest), "--progress-seconds", "3600"]
+    )
     if code != 0:
         raise SystemExit(f"pull failed with exit code {code}")
     return time.monotonic() - started

@@ -35,8 +35,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CHECKER = HERE / "check_vllm_args.py"
 SETUP = HERE / "setup_vllm.sh"
-SETUP_HINT = ('set MOORAGE_VLLM_PYTHON to the python of a venv with the pinned vLLM: '
-              'export MOORAGE_VLLM_PYTHON="$(tests/contract/setup_vllm.sh)"')
+SETUP_HINT = (
+    "set MOORAGE_VLLM_PYTHON to the python of a venv with the pinned vLLM: "
+    'export MOORAGE_VLLM_PYTHON="$(tests/contract/setup_vllm.sh)"'
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TARGET = ServingTarget(SHA, "m-weights", str(WEIGHTS_MOUNT / "models" / "org" / "model" / SHA))
@@ -46,10 +48,12 @@ def _model(name: str = "m", vllm: dict[str, Any] | None = None, **spec: Any) -> 
     serving = spec.pop("serving", {})
     if vllm is not None:
         serving["vllm"] = vllm
-    return OpenSourceModel.parse({
-        "metadata": {"name": name, "namespace": "ns"},
-        "spec": {"source": {"uri": "hf://org/model"}, "serving": serving, **spec},
-    })
+    return OpenSourceModel.parse(
+        {
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"source": {"uri": "hf://org/model"}, "serving": serving, **spec},
+        }
+    )
 
 
 def _enum(field: str) -> list[str]:
@@ -57,8 +61,13 @@ def _enum(field: str) -> list[str]:
     annotation = Vllm.model_fields[field].annotation
     is_literal = typing.get_origin(annotation) is typing.Literal
     arms = (annotation,) if is_literal else typing.get_args(annotation)
-    values = [value for arm in arms if typing.get_origin(arm) is typing.Literal
-              for value in typing.get_args(arm) if isinstance(value, str)]
+    values = [
+        value
+        for arm in arms
+        if typing.get_origin(arm) is typing.Literal
+        for value in typing.get_args(arm)
+        if isinstance(value, str)
+    ]
     assert values, f"spec.serving.vllm.{field} is no longer a Literal: update this test"
     return values
 
@@ -87,23 +96,36 @@ def _matrix() -> dict[str, list[str]]:
         cases[f"max-model-len-{length}"] = vllm_args(_model(vllm={"maxModelLen": length}), TARGET)
     for fraction in (0.05, 0.9, 1.0):
         cases[f"gpu-memory-utilization-{fraction}"] = vllm_args(
-            _model(vllm={"gpuMemoryUtilization": fraction}), TARGET)
+            _model(vllm={"gpuMemoryUtilization": fraction}), TARGET
+        )
     cases["tensor-parallel-from-gpus"] = vllm_args(_model(serving={"gpus": 8}), TARGET)
     cases["tensor-parallel-explicit"] = vllm_args(
-        _model(serving={"gpus": 4}, vllm={"tensorParallelSize": 2}), TARGET)
+        _model(serving={"gpus": 4}, vllm={"tensorParallelSize": 2}), TARGET
+    )
     cases["served-model-name"] = vllm_args(_model(vllm={"servedModelName": "org/Model-7B.v2"}), TARGET)
     cases["trust-remote-code"] = vllm_args(
-        _model(source={"uri": "hf://org/model", "trustRemoteCode": True}), TARGET)
+        _model(source={"uri": "hf://org/model", "trustRemoteCode": True}), TARGET
+    )
     cases["extra-args"] = vllm_args(
-        _model(vllm={"extraArgs": ["--enable-prefix-caching", "--max-num-seqs", "64"]}), TARGET)
+        _model(vllm={"extraArgs": ["--enable-prefix-caching", "--max-num-seqs", "64"]}), TARGET
+    )
     for rank in _lora_ranks():
         cases[f"lora-rank-{rank}"] = vllm_args(_model(), _adapter_target(rank))
-    cases["everything"] = vllm_args(_model(
-        source={"uri": "hf://org/model", "trustRemoteCode": True},
-        serving={"gpus": 2},
-        vllm={"servedModelName": "everything", "maxModelLen": 8192, "dtype": "bfloat16",
-              "quantization": "fp8", "gpuMemoryUtilization": 0.85, "extraArgs": ["--enable-prefix-caching"]},
-    ), _adapter_target(64))
+    cases["everything"] = vllm_args(
+        _model(
+            source={"uri": "hf://org/model", "trustRemoteCode": True},
+            serving={"gpus": 2},
+            vllm={
+                "servedModelName": "everything",
+                "maxModelLen": 8192,
+                "dtype": "bfloat16",
+                "quantization": "fp8",
+                "gpuMemoryUtilization": 0.85,
+                "extraArgs": ["--enable-prefix-caching"],
+            },
+        ),
+        _adapter_target(64),
+    )
     return cases
 
 
@@ -146,8 +168,14 @@ def _vllm_python() -> str:
 def verdicts() -> dict[str, dict[str, Any]]:
     """Every case, accepted and rejected, through one run of the checker (importing vLLM takes seconds)."""
     cases = ACCEPTED | {f"rejected-{name}": argv for name, argv in REJECTED.items()}
-    run = subprocess.run([_vllm_python(), str(CHECKER), "--json"], input=json.dumps(list(cases.values())),
-                         capture_output=True, text=True, timeout=600, check=False)
+    run = subprocess.run(
+        [_vllm_python(), str(CHECKER), "--json"],
+        input=json.dumps(list(cases.values())),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if run.returncode not in (0, 1):
         pytest.fail(f"the checker crashed (exit {run.returncode}):\n{run.stderr[-4000:]}")
     results = json.loads(run.stdout)
@@ -181,13 +209,18 @@ def test_pinned_vllm_matches_default_image() -> None:
     pinned = re.search(r'VLLM_VERSION="\$\{MOORAGE_VLLM_VERSION:-([^}]+)\}"', SETUP.read_text())
     assert pinned, "setup_vllm.sh no longer pins VLLM_VERSION the way this test reads it"
     assert DEFAULT_VLLM_IMAGE.rsplit(":", 1)[1] == f"v{pinned[1]}", (
-        f"DEFAULT_VLLM_IMAGE {DEFAULT_VLLM_IMAGE} is not the vLLM setup_vllm.sh pins ({pinned[1]})")
+        f"DEFAULT_VLLM_IMAGE {DEFAULT_VLLM_IMAGE} is not the vLLM setup_vllm.sh pins ({pinned[1]})"
+    )
     python = os.environ.get("MOORAGE_VLLM_PYTHON")
     if python:
         expected = os.environ.get("MOORAGE_VLLM_VERSION", pinned[1])
         installed = subprocess.run(
             [python, "-c", "import importlib.metadata as m; print(m.version('vllm'))"],
-            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
         assert installed == expected, f"MOORAGE_VLLM_PYTHON has vllm {installed}, the contract is {expected}"
 
 

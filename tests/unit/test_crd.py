@@ -6,6 +6,7 @@ from typing import Any
 import yaml
 
 from moorage.api.crd import crd
+from moorage.api.reference import reference
 from moorage.cli import dump
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "opensourcemodels.moorage.dev.yaml"
@@ -87,7 +88,7 @@ def test_conditions_are_a_map_list() -> None:
 
 
 def test_reference_doc_is_current() -> None:
-    from moorage.api.reference import reference
-
     doc = Path(__file__).parents[2] / "docs" / "reference.md"
-    assert doc.read_text() == reference(), "docs/reference.md is stale: run `moorage reference > docs/reference.md`"
+    assert doc.read_text() == reference(), (
+        "docs/reference.md is stale: run `moorage reference > docs/reference.md`"
+    )

@@ -25,8 +25,20 @@ from moorage.devcluster import tinymodel
 
 RepoKind = Literal["model", "dataset"]
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".gguf", ".parquet", ".arrow", ".h5",
-                ".onnx", ".msgpack", ".tiktoken")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".model",
+    ".gguf",
+    ".parquet",
+    ".arrow",
+    ".h5",
+    ".onnx",
+    ".msgpack",
+    ".tiktoken",
+)
 """What the hub's default .gitattributes sends to LFS; bigger files go there too (LFS_MIN_SIZE)."""
 LFS_MIN_SIZE = 10 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -121,8 +133,9 @@ class FakeHub:
         server.block_on_close = False
         self._server = server
         # A short poll interval: shutdown() waits up to one, and tests start and stop many hubs.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fakehub", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fakehub", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -136,8 +149,9 @@ class FakeHub:
     def __enter__(self) -> "FakeHub":
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -149,9 +163,16 @@ class FakeHub:
 
     # Content
 
-    def add_repo(self, repo_id: str, files: Mapping[str, bytes], *, repo_type: RepoKind = "model",
-                 revisions: Mapping[str, str] | None = None, gated: bool = False,
-                 token: str | None = None) -> str:
+    def add_repo(
+        self,
+        repo_id: str,
+        files: Mapping[str, bytes],
+        *,
+        repo_type: RepoKind = "model",
+        revisions: Mapping[str, str] | None = None,
+        gated: bool = False,
+        token: str | None = None,
+    ) -> str:
         """Adds a commit holding `files` and points `revisions` (branch or tag → sha) at it.
 
         Without revisions, the commit gets a content-derived sha and `main` points at it. Calling again for
@@ -177,8 +198,9 @@ class FakeHub:
             self.faults.append(fault)
         return fault
 
-    def stall(self, path: str = "*", *, after_bytes: int = 0, seconds: float = 30.0,
-              times: int | None = 1) -> Fault:
+    def stall(
+        self, path: str = "*", *, after_bytes: int = 0, seconds: float = 30.0, times: int | None = 1
+    ) -> Fault:
         return self.inject(Fault("stall", path, after_bytes=after_bytes, seconds=seconds, times=times))
 
     def cut(self, path: str = "*", *, after_bytes: int = 0, times: int | None = 1) -> Fault:
@@ -201,8 +223,11 @@ class FakeHub:
     def bytes_sent(self, path: str | None = None) -> int:
         """Body bytes of file downloads (resolve and CDN), for one file path or all."""
         with self._lock:
-            return sum(r.sent for r in self.requests if _is_download(r.path) and
-                       (path is None or _file_of(r.path) == path))
+            return sum(
+                r.sent
+                for r in self.requests
+                if _is_download(r.path) and (path is None or _file_of(r.path) == path)
+            )
 
     def downloads(self) -> list[RequestRecord]:
         with self._lock:
@@ -238,8 +263,10 @@ def _file_of(path: str) -> str:
     return unquote(urlsplit(tail).path)
 
 
-API_PATH = re.compile(r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+(?:/[^/]+)?)"
-                      r"(?:/revision/(?P<rev>[^/]+))?/?$")
+API_PATH = re.compile(
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+(?:/[^/]+)?)"
+    r"(?:/revision/(?P<rev>[^/]+))?/?$"
+)
 REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
 RESOLVE_PATH = re.compile(rf"^(?P<datasets>/datasets)?/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 CDN_PATH = re.compile(rf"^/cdn/(?P<kind>model|dataset)/(?P<sha>[0-9a-f]+)/{REPO}/-/(?P<file>.+)$")
@@ -298,8 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug here must show as a 500 in the test, not a dropped connection
             self._error(HubError(500, None, f"fake hub: {type(e).__name__}: {e}"))
         finally:
-            self.hub._log(RequestRecord(method, self.path, self._status, self.headers.get("Range"),
-                                        self._sent, "Authorization" in self.headers))
+            self.hub._log(
+                RequestRecord(
+                    method,
+                    self.path,
+                    self._status,
+                    self.headers.get("Range"),
+                    self._sent,
+                    "Authorization" in self.headers,
+                )
+            )
 
     def _repo(self, kind: RepoKind, repo_id: str) -> Repo:
         repo = self.hub.repos.get((kind, repo_id))
@@ -348,16 +383,20 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_id(data)}"'}
         if is_lfs(path, data):
             digest = hashlib.sha256(data).hexdigest()
-            headers |= {"X-Linked-Size": str(len(data)), "X-Linked-Etag": f'"{digest}"',
-                        "ETag": f'"{digest}"'}
+            headers |= {
+                "X-Linked-Size": str(len(data)),
+                "X-Linked-Etag": f'"{digest}"',
+                "ETag": f'"{digest}"',
+            }
             if self.hub.redirect_lfs:
                 location = f"/cdn/{kind}/{sha}/{quote(repo.repo_id)}/-/{quote(path)}"
                 self._send(302, b"", headers | {"Location": location})
                 return
         self._file(files, path, sha, headers)
 
-    def _file(self, files: Mapping[str, bytes], path: str, sha: str,
-              headers: Mapping[str, str] | None = None) -> None:
+    def _file(
+        self, files: Mapping[str, bytes], path: str, sha: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         data = files[path]
         etag = hashlib.sha256(data).hexdigest() if is_lfs(path, data) else git_blob_id(data)
         headers = dict(headers or {"X-Repo-Commit": sha, "ETag": f'"{etag}"'})
@@ -530,8 +569,14 @@ def add_demo_repos(hub: FakeHub) -> dict[str, str]:
     shas = {}
     for demo in demo_repos():
         sha = commit_sha(demo.files)
-        hub.add_repo(demo.repo_id, demo.files, repo_type=demo.repo_type, gated=demo.gated, token=demo.token,
-                     revisions={"main": sha, **dict.fromkeys(demo.tags, sha)})
+        hub.add_repo(
+            demo.repo_id,
+            demo.files,
+            repo_type=demo.repo_type,
+            gated=demo.gated,
+            token=demo.token,
+            revisions={"main": sha, **dict.fromkeys(demo.tags, sha)},
+        )
         shas[demo.repo_id] = sha
     return shas
 

@@ -12,7 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 SAFETENSORS_DTYPE_BYTES: Mapping[str, int] = {
-    "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I8": 1,
+    "U8": 1,
 }
 
 
@@ -95,8 +101,9 @@ def bf16(value: float) -> bytes:
     return struct.pack("<f", value)[2:4]
 
 
-def safetensors_bytes(tensors: Mapping[str, tuple[str, tuple[int, ...], bytes]],
-                      metadata: Mapping[str, str] | None = None) -> bytes:
+def safetensors_bytes(
+    tensors: Mapping[str, tuple[str, tuple[int, ...], bytes]], metadata: Mapping[str, str] | None = None
+) -> bytes:
     """Serialises {name: (dtype, shape, raw little-endian data)} in the safetensors format.
 
     Layout: u64 header length, JSON header (padded with spaces to 8 bytes so tensors stay aligned), data.
@@ -126,8 +133,11 @@ def weights(model: TinyLlama) -> bytes:
     tensors: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
     for name, shape in model.tensor_shapes().items():
         # Norm weights start at one like a freshly initialised model; the rest is small noise.
-        values = ([1.0] * _count(shape) if name.endswith("norm.weight")
-                  else [rng.gauss(0.0, 0.02) for _ in range(_count(shape))])
+        values = (
+            [1.0] * _count(shape)
+            if name.endswith("norm.weight")
+            else [rng.gauss(0.0, 0.02) for _ in range(_count(shape))]
+        )
         tensors[name] = ("BF16", shape, b"".join(bf16(v) for v in values))
     return safetensors_bytes(tensors)
 
@@ -144,8 +154,15 @@ def tokenizer_json(vocab_size: int) -> dict[str, object]:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
+            {
+                "id": vocab[t],
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for t in SPECIAL_TOKENS
         ],
         "normalizer": None,
@@ -160,8 +177,9 @@ def _json(value: object) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def model_files(model: TinyLlama | None = None, *, auto_map: bool = False,
-                weights_format: str = "safetensors") -> dict[str, bytes]:
+def model_files(
+    model: TinyLlama | None = None, *, auto_map: bool = False, weights_format: str = "safetensors"
+) -> dict[str, bytes]:
     """The repository's files by path.
 
     weights_format "bin" stores the same bytes as pytorch_model.bin instead: enough for code that only looks
@@ -171,16 +189,24 @@ def model_files(model: TinyLlama | None = None, *, auto_map: bool = False,
     weights_name = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}[weights_format]
     files = {
         "config.json": _json(model.config(auto_map=auto_map)),
-        "generation_config.json": _json({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-                                         "do_sample": False}),
+        "generation_config.json": _json(
+            {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": False}
+        ),
         "tokenizer.json": _json(tokenizer_json(model.vocab_size)),
-        "tokenizer_config.json": _json({
-            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-            "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": 128,
-            "chat_template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
-        }),
-        "special_tokens_map.json": _json({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-                                          "pad_token": "<pad>"}),
+        "tokenizer_config.json": _json(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "model_max_length": 128,
+                "chat_template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+            }
+        ),
+        "special_tokens_map.json": _json(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+        ),
         "README.md": b"# tiny-llama\n\nA few hundred parameters of noise, for tests.\n",
         weights_name: weights(model),
     }
@@ -192,8 +218,14 @@ def model_files(model: TinyLlama | None = None, *, auto_map: bool = False,
 def chat_dataset_files(rows: int = 8) -> dict[str, bytes]:
     """A tiny chat dataset in the messages format fine-tuning reads."""
     lines = [
-        json.dumps({"messages": [{"role": "user", "content": f"w{4 + i % 8} w{5 + i % 8}"},
-                                 {"role": "assistant", "content": f"w{6 + i % 8}"}]})
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"w{4 + i % 8} w{5 + i % 8}"},
+                    {"role": "assistant", "content": f"w{6 + i % 8}"},
+                ]
+            }
+        )
         for i in range(rows)
     ]
     return {"train.jsonl": ("\n".join(lines) + "\n").encode(), "README.md": b"# tiny-chat\n"}

@@ -8,8 +8,16 @@ from collections.abc import Callable
 class Progress:
     """Thread-safe byte counter that reports at most once per interval (and never from two threads)."""
 
-    def __init__(self, total: int, done: int, files: int, *, interval: float, say: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        files: int,
+        *,
+        interval: float,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total, self.done, self.files = total, done, files
         self.files_done = 0
         self.transferred = 0
@@ -45,8 +53,10 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         elapsed = max((now if now is not None else self._clock()) - self._start, 1e-9)
         percent = 100.0 * self.done / self.total if self.total else 100.0
-        return (f"pull: {_size(self.done)} / {_size(self.total)} ({percent:.1f}%), "
-                f"{_size(self.transferred / elapsed)}/s, {self.files_done}/{self.files} files")
+        return (
+            f"pull: {_size(self.done)} / {_size(self.total)} ({percent:.1f}%), "
+            f"{_size(self.transferred / elapsed)}/s, {self.files_done}/{self.files} files"
+        )
 
 
 def _size(n: float) -> str:

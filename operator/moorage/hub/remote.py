@@ -59,8 +59,13 @@ def call(fn: Callable[[], T], target: Target, backoff: Backoff = DEFAULT_BACKOFF
             error = translate(e, target)
             if not error.retryable or attempt == len(delays):
                 raise error from None
-            log.warning("hub: %s; retrying in %.1fs (attempt %d of %d)", error.message, delays[attempt],
-                        attempt + 1, backoff.attempts)
+            log.warning(
+                "hub: %s; retrying in %.1fs (attempt %d of %d)",
+                error.message,
+                delays[attempt],
+                attempt + 1,
+                backoff.attempts,
+            )
             time.sleep(delays[attempt])
     raise AssertionError("unreachable")
 
@@ -77,8 +82,11 @@ def translate(error: Exception, target: Target) -> HubError:
     if isinstance(error, hf.GatedRepoError):
         return AccessDeniedError(
             f"{source} is gated and "
-            + ("the token has not been granted access: accept its terms on the hub with the token's account"
-               if target.has_token else f"no token was given: {TOKEN_HINT}")
+            + (
+                "the token has not been granted access: accept its terms on the hub with the token's account"
+                if target.has_token
+                else f"no token was given: {TOKEN_HINT}"
+            )
         )
     if isinstance(error, hf.RevisionNotFoundError):
         return RevisionNotFoundError(f"{source} has no branch, tag or commit {target.revision!r}")

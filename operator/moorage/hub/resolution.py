@@ -38,8 +38,15 @@ class Commit:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def resolve(uri: str, revision: str, include: Sequence[str] | None, token: str | None, *,
-            endpoint: str | None = None, backoff: Backoff = DEFAULT_BACKOFF) -> ResolvedSource:
+def resolve(
+    uri: str,
+    revision: str,
+    include: Sequence[str] | None,
+    token: str | None,
+    *,
+    endpoint: str | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> ResolvedSource:
     """Pins uri at revision (branch, tag or sha) and lists the files to pull.
 
     Only the given token is used (never one saved on the machine or in HF_TOKEN), so what the operator
@@ -48,8 +55,13 @@ def resolve(uri: str, revision: str, include: Sequence[str] | None, token: str |
     repo_id, repo_type = parse_uri(uri)
     api = HfApi(endpoint=endpoint_or_default(endpoint), token=token or False)
     target = Target(uri, revision, has_token=bool(token))
-    info = call(lambda: api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True,
-                                      timeout=TIMEOUT), target, backoff)
+    info = call(
+        lambda: api.repo_info(
+            repo_id, repo_type=repo_type, revision=revision, files_metadata=True, timeout=TIMEOUT
+        ),
+        target,
+        backoff,
+    )
     assert isinstance(info, ModelInfo | DatasetInfo)
     commit = Commit(api.endpoint, repo_id, repo_type, str(info.sha), token)
     files = [HubFile(s.rfilename, s.size or 0, s.lfs.sha256 if s.lfs else None) for s in info.siblings or ()]
@@ -58,8 +70,10 @@ def resolve(uri: str, revision: str, include: Sequence[str] | None, token: str |
         wanted = f"the include patterns {list(include)}" if include else "safetensors or .bin weights"
         raise NoMatchingFilesError(f"{uri} at {revision!r} has no files matching {wanted}")
     if repo_type == "model" and not include and not has_weights(selection.files):
-        raise NoMatchingFilesError(f"{uri} at {revision!r} has no safetensors or .bin weights; "
-                                   "for other formats list the files in spec.source.include")
+        raise NoMatchingFilesError(
+            f"{uri} at {revision!r} has no safetensors or .bin weights; "
+            "for other formats list the files in spec.source.include"
+        )
 
     config: Mapping[str, Any] = {}
     if any(f.path == "config.json" for f in files):
@@ -70,9 +84,16 @@ def resolve(uri: str, revision: str, include: Sequence[str] | None, token: str |
 
     parameters, dtype = _parameters_and_dtype(info, config, selection.files)
     return ResolvedSource(
-        uri=uri, repo_id=repo_id, repo_type=repo_type, revision=revision, sha=commit.sha,
-        files=selection.files, parameters=parameters, dtype=dtype,
-        needs_remote_code=metadata.needs_remote_code(config), notes=selection.notes,
+        uri=uri,
+        repo_id=repo_id,
+        repo_type=repo_type,
+        revision=revision,
+        sha=commit.sha,
+        files=selection.files,
+        parameters=parameters,
+        dtype=dtype,
+        needs_remote_code=metadata.needs_remote_code(config),
+        notes=selection.notes,
     )
 
 
@@ -83,12 +104,14 @@ def check_trust(resolved: ResolvedSource, trust_remote_code: bool) -> None:
     if resolved.needs_remote_code:
         raise RemoteCodeNotTrustedError(
             f"{resolved.uri} ships its own model code (auto_map in config.json), which vLLM runs only with "
-            "spec.source.trustRemoteCode: true; set it if you trust the repository")
+            "spec.source.trustRemoteCode: true; set it if you trust the repository"
+        )
     if pickle_only(resolved.files):
         raise PickleWeightsNotTrustedError(
             f"{resolved.uri} has no safetensors weights, only pickled .bin/.pt files, and loading a pickle "
             "can run code; set spec.source.trustRemoteCode: true if you trust the repository, or pick a "
-            "revision with safetensors")
+            "revision with safetensors"
+        )
 
 
 def _fetch_json(commit: Commit, path: str) -> Mapping[str, Any]:
@@ -102,13 +125,15 @@ def _fetch_json(commit: Commit, path: str) -> Mapping[str, Any]:
 
 
 def _check_access(commit: Commit, path: str) -> None:
-    response = get_session().head(commit.url(path), headers=commit.headers, timeout=TIMEOUT,
-                                  follow_redirects=False)
+    response = get_session().head(
+        commit.url(path), headers=commit.headers, timeout=TIMEOUT, follow_redirects=False
+    )
     hf_raise_for_status(response)
 
 
-def _parameters_and_dtype(info: ModelInfo | DatasetInfo, config: Mapping[str, Any],
-                          files: Sequence[HubFile]) -> tuple[int | None, str | None]:
+def _parameters_and_dtype(
+    info: ModelInfo | DatasetInfo, config: Mapping[str, Any], files: Sequence[HubFile]
+) -> tuple[int | None, str | None]:
     """The hub's safetensors summary when there is one (exact), else config.json."""
     summary = getattr(info, "safetensors", None)
     if summary is not None and summary.total:

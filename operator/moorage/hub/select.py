@@ -50,8 +50,10 @@ def select(files: Sequence[HubFile], include: Sequence[str] | None, repo_type: R
     pickles = [f for f in root if matches(f.path, PICKLES) and not matches(f.path, NOT_WEIGHTS)]
     if not pickles:
         return Selection(_sorted(chosen))
-    note = (f"no safetensors weights: pulling {len(pickles)} pickled file(s) "
-            f"({', '.join(f.path for f in _sorted(pickles)[:3])}{', ...' if len(pickles) > 3 else ''})")
+    note = (
+        f"no safetensors weights: pulling {len(pickles)} pickled file(s) "
+        f"({', '.join(f.path for f in _sorted(pickles)[:3])}{', ...' if len(pickles) > 3 else ''})"
+    )
     return Selection(_sorted([*chosen, *pickles]), (note,))
 
 
@@ -62,8 +64,9 @@ def has_weights(files: Iterable[HubFile]) -> bool:
 def pickle_only(files: Iterable[HubFile]) -> bool:
     """Weights only as pickles (.bin/.pt), which run code when loaded."""
     paths = [f.path for f in files]
-    return (not any(matches(p, SAFETENSORS) for p in paths)
-            and any(matches(p, PICKLES) and not matches(p, NOT_WEIGHTS) for p in paths))
+    return not any(matches(p, SAFETENSORS) for p in paths) and any(
+        matches(p, PICKLES) and not matches(p, NOT_WEIGHTS) for p in paths
+    )
 
 
 def _sorted(files: Iterable[HubFile]) -> tuple[HubFile, ...]:

@@ -31,20 +31,31 @@ def _mib(n: int) -> int:
 
 
 # Total memory as nvidia-smi reports it, which is what gpu_memory_utilization is a share of.
-GPU_PROFILES: dict[str, GpuProfile] = {p.name: p for p in (
-    GpuProfile("nvidia-t4", _mib(15360), fp8=False),
-    GpuProfile("nvidia-l4", _mib(23034), fp8=True),
-    GpuProfile("nvidia-a10g", _mib(23028), fp8=False),
-    GpuProfile("nvidia-l40s", _mib(46068), fp8=True),
-    GpuProfile("nvidia-a100-40gb", _mib(40960), fp8=False),
-    GpuProfile("nvidia-a100-80gb", _mib(81920), fp8=False),
-    GpuProfile("nvidia-h100-80gb", _mib(81559), fp8=True),
-    GpuProfile("nvidia-h200-141gb", _mib(143771), fp8=True),
-)}
+GPU_PROFILES: dict[str, GpuProfile] = {
+    p.name: p
+    for p in (
+        GpuProfile("nvidia-t4", _mib(15360), fp8=False),
+        GpuProfile("nvidia-l4", _mib(23034), fp8=True),
+        GpuProfile("nvidia-a10g", _mib(23028), fp8=False),
+        GpuProfile("nvidia-l40s", _mib(46068), fp8=True),
+        GpuProfile("nvidia-a100-40gb", _mib(40960), fp8=False),
+        GpuProfile("nvidia-a100-80gb", _mib(81920), fp8=False),
+        GpuProfile("nvidia-h100-80gb", _mib(81559), fp8=True),
+        GpuProfile("nvidia-h200-141gb", _mib(143771), fp8=True),
+    )
+}
 
 QUANTIZATION_BYTES: dict[str, float] = {
-    "fp8": 1.0, "int8": 1.0, "w8a8": 1.0, "compressed-tensors": 1.0,
-    "awq": 0.5, "awq_marlin": 0.5, "gptq": 0.5, "gptq_marlin": 0.5, "bitsandbytes": 0.5, "gguf": 0.5,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "w8a8": 1.0,
+    "compressed-tensors": 1.0,
+    "awq": 0.5,
+    "awq_marlin": 0.5,
+    "gptq": 0.5,
+    "gptq_marlin": 0.5,
+    "bitsandbytes": 0.5,
+    "gguf": 0.5,
 }
 """Bytes per parameter of the quantized weights (4-bit schemes at their usual setting; scales ignored)."""
 SUGGESTED_QUANTIZATIONS = ("fp8", "awq")
@@ -66,8 +77,9 @@ class Fit:
     """A quantization that fits on the given GPUs, when it does not fit."""
 
 
-def bytes_per_parameter(weights_dtype: str | None, quantization: str | None,
-                        dtype_override: str | None) -> float:
+def bytes_per_parameter(
+    weights_dtype: str | None, quantization: str | None, dtype_override: str | None
+) -> float:
     """Quantization decides; else the dtype vLLM is told to use; else the stored dtype; else 16-bit."""
     if quantization:
         return QUANTIZATION_BYTES.get(quantization.lower(), 2.0)
@@ -89,8 +101,15 @@ def needed_per_gpu(weights_bytes: float, gpus: int) -> float:
 
 
 def estimate_fit(  # noqa: PLR0917 - positional by design, as the operator passes the spec's fields
-    parameters: int, weights_dtype: str | None, quantization: str | None, dtype_override: str | None,
-    gpus: int, gpu_memory_bytes: int, gpu_memory_utilization: float = 0.9, *, gpu_name: str | None = None,
+    parameters: int,
+    weights_dtype: str | None,
+    quantization: str | None,
+    dtype_override: str | None,
+    gpus: int,
+    gpu_memory_bytes: int,
+    gpu_memory_utilization: float = 0.9,
+    *,
+    gpu_name: str | None = None,
 ) -> Fit:
     """Whether `parameters` weights fit on `gpus` GPUs of gpu_memory_bytes each, with advice when not.
 
@@ -103,24 +122,38 @@ def estimate_fit(  # noqa: PLR0917 - positional by design, as the operator passe
     usable = gpu_memory_bytes * gpu_memory_utilization
     needed = needed_per_gpu(weights, gpus)
     gpu = f"{gpus} x {gpu_name or 'GPU'} ({_gib(gpu_memory_bytes)} GiB)"
-    summary = (f"needs ~{_gib(weights * (1 + KV_MARGIN) + OVERHEAD_BYTES * gpus)} GiB for "
-               f"{_gib(weights)} GiB of weights + KV-cache margin; {gpu} hold{'s' if gpus == 1 else ''} "
-               f"{_gib(usable * gpus)} GiB at gpu_memory_utilization {gpu_memory_utilization:g}")
+    summary = (
+        f"needs ~{_gib(weights * (1 + KV_MARGIN) + OVERHEAD_BYTES * gpus)} GiB for "
+        f"{_gib(weights)} GiB of weights + KV-cache margin; {gpu} hold{'s' if gpus == 1 else ''} "
+        f"{_gib(usable * gpus)} GiB at gpu_memory_utilization {gpu_memory_utilization:g}"
+    )
     if needed <= usable:
         return Fit(True, summary, int(weights), int(needed), int(usable))
 
     more_gpus = _fewest_gpus(weights, usable, above=gpus)
-    quantized = None if quantization else next(
-        (q for q in SUGGESTED_QUANTIZATIONS
-         if needed_per_gpu(parameters * QUANTIZATION_BYTES[q], gpus) <= usable), None)
+    quantized = (
+        None
+        if quantization
+        else next(
+            (
+                q
+                for q in SUGGESTED_QUANTIZATIONS
+                if needed_per_gpu(parameters * QUANTIZATION_BYTES[q], gpus) <= usable
+            ),
+            None,
+        )
+    )
     options = []
     if more_gpus:
         options.append(f"{more_gpus} GPUs")
     if quantized:
         options.append(f"quantization: {quantized}")
     if not options and not quantization:
-        options = [f"{n} GPUs with quantization: {q}" for q in SUGGESTED_QUANTIZATIONS
-                   if (n := _fewest_gpus(parameters * QUANTIZATION_BYTES[q], usable, above=gpus))][:1]
+        options = [
+            f"{n} GPUs with quantization: {q}"
+            for q in SUGGESTED_QUANTIZATIONS
+            if (n := _fewest_gpus(parameters * QUANTIZATION_BYTES[q], usable, above=gpus))
+        ][:1]
     advice = f"use {' or '.join(options)}" if options else f"it does not fit on {MAX_GPUS} of these GPUs"
     return Fit(False, f"{summary}; {advice}", int(weights), int(needed), int(usable), more_gpus, quantized)
 

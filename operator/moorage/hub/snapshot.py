@@ -29,8 +29,7 @@ def read_marker(directory: Path) -> dict[str, object] | None:
 def is_complete(directory: Path, sha: str, include: Sequence[str] | None) -> bool:
     """The marker is there, for this commit and the same file selection."""
     marker = read_marker(directory)
-    return (marker is not None and marker.get("sha") == sha
-            and marker.get("include") == _normal(include))
+    return marker is not None and marker.get("sha") == sha and marker.get("include") == _normal(include)
 
 
 def write_marker(directory: Path, resolved: ResolvedSource, include: Sequence[str] | None) -> None:
@@ -103,7 +102,8 @@ def check_disk(directory: Path, needed: int) -> None:
     if needed > free:
         raise InsufficientDiskError(
             f"{_gib(needed)} GiB still to download but only {_gib(free)} GiB free on the weights volume; "
-            "give spec.cache a bigger size")
+            "give spec.cache a bigger size"
+        )
 
 
 def _normal(include: Sequence[str] | None) -> list[str] | None:

@@ -52,8 +52,9 @@ class _Retry(Exception):  # noqa: N818 - a control-flow signal, not an error
 def client(policy: Policy) -> httpx2.Client:
     """One client for the whole pull (connection reuse); redirects to the CDN drop the Authorization header
     because they leave the hub's origin."""
-    timeout = httpx2.Timeout(connect=policy.connect_seconds, read=policy.stall_seconds,
-                             write=policy.stall_seconds, pool=None)
+    timeout = httpx2.Timeout(
+        connect=policy.connect_seconds, read=policy.stall_seconds, write=policy.stall_seconds, pool=None
+    )
     return httpx2.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": "moorage-pull"})
 
 
@@ -168,7 +169,8 @@ class Transfer:
         if self.checksum_failures >= self.policy.checksum_attempts:
             raise ChecksumMismatchError(
                 f"{self.file.path}: sha256 {digest.hexdigest()} differs from the hub's {self.file.sha256}, "
-                f"{self.checksum_failures} downloads in a row; the upstream file is corrupt")
+                f"{self.checksum_failures} downloads in a row; the upstream file is corrupt"
+            )
         raise _Retry("checksum mismatch, downloading again", backoff=False)
 
     def _discard(self, part: Path, counted: int) -> None:
@@ -183,4 +185,3 @@ def _hash_of(path: Path) -> "hashlib._Hash":
         while block := f.read(HASH_BLOCK):
             digest.update(block)
     return digest
-

@@ -17,7 +17,9 @@ FULL_SHA = re.compile(r"[0-9a-f]{40}")
 def parse_uri(uri: str) -> tuple[str, RepoType]:
     """hf://org/name → (org/name, model); hf://datasets/org/name → (org/name, dataset)."""
     if not uri.startswith(SCHEME):
-        raise InvalidSourceError(f"{uri!r} is not a hub source: expected hf://<org>/<name> or hf://datasets/<org>/<name>")
+        raise InvalidSourceError(
+            f"{uri!r} is not a hub source: expected hf://<org>/<name> or hf://datasets/<org>/<name>"
+        )
     path = uri.removeprefix(SCHEME).strip("/")
     repo_type: RepoType = "model"
     for prefix, kind in (("datasets/", "dataset"), ("models/", "model")):

@@ -37,14 +37,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("source", help="hf://<org>/<name> or hf://datasets/<org>/<name>")
     parser.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
     parser.add_argument("--dest", required=True, type=Path, help="root of the weights volume")
-    parser.add_argument("--include", action="append", metavar="GLOB",
-                        help="files to pull (repeatable); default: weights, configs and tokenizer files")
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="files to pull (repeatable); default: weights, configs and tokenizer files",
+    )
     parser.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
     parser.add_argument("--workers", type=int, default=4, help="files fetched at once")
     parser.add_argument("--retries", type=int, default=5, help="tries per file and per hub call")
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubling")
-    parser.add_argument("--stall-timeout", type=float, default=60.0, help="abort an attempt after this long "
-                        "without a byte")
+    parser.add_argument(
+        "--stall-timeout", type=float, default=60.0, help="abort an attempt after this long without a byte"
+    )
     parser.add_argument("--progress-seconds", type=float, default=5.0, help="seconds between progress lines")
     return parser.parse_args(argv)
 
@@ -95,8 +100,9 @@ def failure(error: Exception, token: str | None, started: float) -> tuple[ExitCo
         # The volume not mounted yet, a flaky network filesystem...: worth another try.
         message = f"{error.strerror or error}: {error.filename or ''}"
         return ExitCode.RETRYABLE, Report(False, "StorageError", redact(message, token), details)
-    return ExitCode.RETRYABLE, Report(False, "PullFailed", redact(f"{type(error).__name__}: {error}", token),
-                                      details)
+    return ExitCode.RETRYABLE, Report(
+        False, "PullFailed", redact(f"{type(error).__name__}: {error}", token), details
+    )
 
 
 def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
@@ -119,8 +125,10 @@ def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
     directory = Path(snapshot_dir(root, repo_id, repo_type, resolved.sha))
     if snapshot.is_complete(directory, resolved.sha, include):
         return _cached(directory, started)
-    say(f"pull: {args.source}@{args.revision} is {resolved.sha}: {len(resolved.files)} files, "
-        f"{resolved.total_bytes} bytes, into {directory}")
+    say(
+        f"pull: {args.source}@{args.revision} is {resolved.sha}: {len(resolved.files)} files, "
+        f"{resolved.total_bytes} bytes, into {directory}"
+    )
     for note in resolved.notes:
         say(f"pull: note: {note}")
 
@@ -129,15 +137,25 @@ def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
     transferred = fetch_all(resolved, directory, commit, args, backoff)
     snapshot.write_marker(directory, resolved, include)
     seconds = _since(started)
-    return Report(True, "Pulled",
-                  f"{len(resolved.files)} files, {resolved.total_bytes} bytes of {args.source} at "
-                  f"{resolved.sha} in {seconds:.1f}s",
-                  {"files": len(resolved.files), "bytes": resolved.total_bytes, "sha": resolved.sha,
-                   "seconds": seconds, "transferred": transferred, "path": str(directory)})
+    return Report(
+        True,
+        "Pulled",
+        f"{len(resolved.files)} files, {resolved.total_bytes} bytes of {args.source} at "
+        f"{resolved.sha} in {seconds:.1f}s",
+        {
+            "files": len(resolved.files),
+            "bytes": resolved.total_bytes,
+            "sha": resolved.sha,
+            "seconds": seconds,
+            "transferred": transferred,
+            "path": str(directory),
+        },
+    )
 
 
-def fetch_all(resolved: ResolvedSource, directory: Path, commit: "Commit", args: argparse.Namespace,
-              backoff: "Backoff") -> int:
+def fetch_all(
+    resolved: ResolvedSource, directory: Path, commit: "Commit", args: argparse.Namespace, backoff: "Backoff"
+) -> int:
     """Fetches what is missing, a few files at a time; returns the bytes transferred."""
     from moorage.hub import transfer  # noqa: PLC0415 - see pull()
     from moorage.hub.progress import Progress  # noqa: PLC0415
@@ -146,17 +164,28 @@ def fetch_all(resolved: ResolvedSource, directory: Path, commit: "Commit", args:
     todo = [f for f in resolved.files if not snapshot.is_done(directory, f)]
     have = sum(snapshot.have_bytes(directory, f) for f in resolved.files)
     snapshot.check_disk(directory, resolved.total_bytes - have)
-    progress = Progress(resolved.total_bytes, have, len(resolved.files), interval=args.progress_seconds,
-                        say=say)
+    progress = Progress(
+        resolved.total_bytes, have, len(resolved.files), interval=args.progress_seconds, say=say
+    )
     progress.files_done = len(resolved.files) - len(todo)
     policy = transfer.Policy(backoff=backoff, stall_seconds=args.stall_timeout)
     target = Target(resolved.uri, resolved.revision, has_token=commit.token is not None)
     stop = threading.Event()
     with transfer.client(policy) as http, ThreadPoolExecutor(max(1, args.workers)) as pool:
         jobs = [
-            pool.submit(transfer.Transfer(
-                http, commit.url(f.path), commit.headers, f, snapshot.local_path(directory, f), target,
-                policy, progress, stop).run)
+            pool.submit(
+                transfer.Transfer(
+                    http,
+                    commit.url(f.path),
+                    commit.headers,
+                    f,
+                    snapshot.local_path(directory, f),
+                    target,
+                    policy,
+                    progress,
+                    stop,
+                ).run
+            )
             for f in todo
         ]
         finished, _ = wait(jobs, return_when=FIRST_EXCEPTION)
@@ -172,10 +201,20 @@ def fetch_all(resolved: ResolvedSource, directory: Path, commit: "Commit", args:
 def _cached(directory: Path, started: float) -> Report:
     marker = snapshot.read_marker(directory) or {}
     files = marker.get("files")
-    return Report(True, "Pulled", f"already complete in {directory}",
-                  {"files": len(files) if isinstance(files, list) else 0, "bytes": marker.get("total"),
-                   "sha": marker.get("sha"), "seconds": _since(started), "transferred": 0, "cached": True,
-                   "path": str(directory)})
+    return Report(
+        True,
+        "Pulled",
+        f"already complete in {directory}",
+        {
+            "files": len(files) if isinstance(files, list) else 0,
+            "bytes": marker.get("total"),
+            "sha": marker.get("sha"),
+            "seconds": _since(started),
+            "transferred": 0,
+            "cached": True,
+            "path": str(directory),
+        },
+    )
 
 
 def _since(started: float) -> float:

@@ -43,5 +43,8 @@ def marker(directory: Path) -> dict[str, object]:
 
 
 def files_under(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
-            if p.is_file() and p.name != ".moorage-complete.json"}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != ".moorage-complete.json"
+    }

@@ -51,12 +51,18 @@ def test_resolve_headers_ranges_and_redirects() -> None:
         assert head.headers["X-Linked-Size"] == str(len(data))
         assert head.headers["X-Linked-Etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
         assert len(head.headers["X-Repo-Commit"]) == 40
-        part = http.get(f"/{TINY_MODEL}/resolve/v1.0/model.safetensors", headers={"Range": "bytes=100-"},
-                        follow_redirects=True)
+        part = http.get(
+            f"/{TINY_MODEL}/resolve/v1.0/model.safetensors",
+            headers={"Range": "bytes=100-"},
+            follow_redirects=True,
+        )
         assert part.status_code == 206 and part.content == data[100:]
         assert part.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
-        beyond = http.get(f"/{TINY_MODEL}/resolve/main/model.safetensors",
-                          headers={"Range": f"bytes={len(data)}-"}, follow_redirects=True)
+        beyond = http.get(
+            f"/{TINY_MODEL}/resolve/main/model.safetensors",
+            headers={"Range": f"bytes={len(data)}-"},
+            follow_redirects=True,
+        )
         assert beyond.status_code == 416
         config = http.get(f"/{TINY_MODEL}/resolve/main/config.json")
         assert config.status_code == 200 and "X-Linked-Size" not in config.headers

@@ -33,16 +33,25 @@ from moorage.hub.remote import Backoff
 from moorage.hub.select import select
 
 FAST = Backoff(attempts=3, base=0.01)
-TINY_FILES = ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
-              "tokenizer.json", "tokenizer_config.json"]
+TINY_FILES = [
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
 
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("hf://Qwen/Qwen2.5-7B-Instruct", ("Qwen/Qwen2.5-7B-Instruct", "model")),
-    ("hf://datasets/org/data", ("org/data", "dataset")),
-    ("hf://models/org/m", ("org/m", "model")),
-    ("hf://gpt2", ("gpt2", "model")),
-])
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("hf://Qwen/Qwen2.5-7B-Instruct", ("Qwen/Qwen2.5-7B-Instruct", "model")),
+        ("hf://datasets/org/data", ("org/data", "dataset")),
+        ("hf://models/org/m", ("org/m", "model")),
+        ("hf://gpt2", ("gpt2", "model")),
+    ],
+)
 def test_parse_uri(uri: str, expected: tuple[str, str]) -> None:
     assert parse_uri(uri) == expected
 
@@ -79,9 +88,14 @@ def test_a_branch_follows_its_latest_commit(hub: FakeHub) -> None:
 
 def test_include_patterns_filter(hub: FakeHub) -> None:
     resolved = resolve(f"hf://{TINY_MODEL}", "main", ["*.json", "README.md"], None)
-    assert [f.path for f in resolved.files] == ["README.md", "config.json", "generation_config.json",
-                                                "special_tokens_map.json", "tokenizer.json",
-                                                "tokenizer_config.json"]
+    assert [f.path for f in resolved.files] == [
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     with pytest.raises(NoMatchingFilesError, match=r"\*\.gguf"):
         resolve(f"hf://{TINY_MODEL}", "main", ["*.gguf"], None)
 
@@ -132,16 +146,36 @@ def test_dataset_is_taken_whole(hub: FakeHub) -> None:
 
 
 def test_default_selection_skips_subfolders_and_consolidated_copies() -> None:
-    files = [HubFile(p, 1) for p in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                                     "consolidated.safetensors", "original/consolidated.00.pth",
-                                     "original/params.json", "tokenizer.model", "merges.txt", "vocab.json",
-                                     "model.safetensors.index.json", "README.md", ".gitattributes"]]
+    files = [
+        HubFile(p, 1)
+        for p in [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "consolidated.safetensors",
+            "original/consolidated.00.pth",
+            "original/params.json",
+            "tokenizer.model",
+            "merges.txt",
+            "vocab.json",
+            "model.safetensors.index.json",
+            "README.md",
+            ".gitattributes",
+        ]
+    ]
     chosen = [f.path for f in select(files, None, "model").files]
-    assert chosen == ["merges.txt", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                      "model.safetensors.index.json", "tokenizer.model", "vocab.json"]
+    assert chosen == [
+        "merges.txt",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.model",
+        "vocab.json",
+    ]
     only_consolidated = [HubFile("consolidated.safetensors", 1), HubFile("params.json", 1)]
     assert [f.path for f in select(only_consolidated, None, "model").files] == [
-        "consolidated.safetensors", "params.json"]
+        "consolidated.safetensors",
+        "params.json",
+    ]
 
 
 def test_repo_not_found(hub: FakeHub) -> None:
@@ -204,13 +238,22 @@ def test_unreachable_endpoint() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(HubUnreachableError):
-        resolve(f"hf://{TINY_MODEL}", "main", None, "hf_tok", endpoint=f"http://127.0.0.1:{port}",
-                backoff=FAST)
+        resolve(
+            f"hf://{TINY_MODEL}", "main", None, "hf_tok", endpoint=f"http://127.0.0.1:{port}", backoff=FAST
+        )
 
 
 def test_errors_are_distinct() -> None:
-    kinds = [RepoNotFoundError, RevisionNotFoundError, AccessDeniedError, RemoteCodeNotTrustedError,
-             PickleWeightsNotTrustedError, HubUnreachableError, NoMatchingFilesError, InvalidSourceError]
+    kinds = [
+        RepoNotFoundError,
+        RevisionNotFoundError,
+        AccessDeniedError,
+        RemoteCodeNotTrustedError,
+        PickleWeightsNotTrustedError,
+        HubUnreachableError,
+        NoMatchingFilesError,
+        InvalidSourceError,
+    ]
     assert len({k.reason for k in kinds}) == len(kinds)
     assert all(issubclass(k, HubError) for k in kinds)
     assert [k for k in kinds if k.retryable] == [HubUnreachableError]

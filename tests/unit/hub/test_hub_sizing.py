@@ -13,8 +13,15 @@ B70 = 70_553_706_496  # Llama-3.1-70B, BF16
 
 def fit_on(parameters: int, gpu: str, gpus: int, **kwargs: str) -> tuple[bool, str]:
     profile = GPU_PROFILES[gpu]
-    fit = estimate_fit(parameters, kwargs.get("dtype", "BF16"), kwargs.get("quantization"),
-                       kwargs.get("dtype_override"), gpus, profile.memory_bytes, gpu_name=gpu)
+    fit = estimate_fit(
+        parameters,
+        kwargs.get("dtype", "BF16"),
+        kwargs.get("quantization"),
+        kwargs.get("dtype_override"),
+        gpus,
+        profile.memory_bytes,
+        gpu_name=gpu,
+    )
     return fit.fits, fit.message
 
 
@@ -65,19 +72,23 @@ def test_dtype_override_and_utilization_count() -> None:
     assert not low.fits
 
 
-@pytest.mark.parametrize(("dtype", "quantization", "override", "expected"), [
-    ("BF16", None, None, 2.0),
-    ("F32", None, None, 2.0),  # vLLM's dtype auto serves fp32 checkpoints in 16 bits
-    ("F32", None, "float32", 4.0),
-    ("BF16", None, "auto", 2.0),
-    ("F8_E4M3", None, None, 1.0),
-    ("BF16", "fp8", None, 1.0),
-    ("BF16", "awq", None, 0.5),
-    ("BF16", "gptq", "float16", 0.5),
-    (None, None, None, 2.0),
-])
-def test_bytes_per_parameter(dtype: str | None, quantization: str | None, override: str | None,
-                             expected: float) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "quantization", "override", "expected"),
+    [
+        ("BF16", None, None, 2.0),
+        ("F32", None, None, 2.0),  # vLLM's dtype auto serves fp32 checkpoints in 16 bits
+        ("F32", None, "float32", 4.0),
+        ("BF16", None, "auto", 2.0),
+        ("F8_E4M3", None, None, 1.0),
+        ("BF16", "fp8", None, 1.0),
+        ("BF16", "awq", None, 0.5),
+        ("BF16", "gptq", "float16", 0.5),
+        (None, None, None, 2.0),
+    ],
+)
+def test_bytes_per_parameter(
+    dtype: str | None, quantization: str | None, override: str | None, expected: float
+) -> None:
     assert bytes_per_parameter(dtype, quantization, override) == expected
 
 

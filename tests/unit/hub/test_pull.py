@@ -41,7 +41,8 @@ def test_full_pull(hub: FakeHub, run_pull: Puller) -> None:
     listed = manifest["files"]
     assert isinstance(listed, list)
     assert {f["path"]: f["sha256"] for f in listed}["model.safetensors"] == (
-        hashlib.sha256(expected["model.safetensors"]).hexdigest())
+        hashlib.sha256(expected["model.safetensors"]).hexdigest()
+    )
     assert result.report.ok and result.report.reason == "Pulled"
     details = result.report.details
     assert details["files"] == 6 and details["bytes"] == details["transferred"] == manifest["total"]
@@ -65,8 +66,16 @@ def test_second_pull_as_a_process_is_under_a_second(hub: FakeHub, run_pull: Pull
     sha = str(run_pull(f"hf://{TINY_MODEL}").report.details["sha"])
     hub.stop()  # no hub at all: the marker must be enough
     started = time.monotonic()
-    command = [sys.executable, "-m", "moorage.jobs.pull", f"hf://{TINY_MODEL}", "--revision", sha,
-               "--dest", str(run_pull.dest)]
+    command = [
+        sys.executable,
+        "-m",
+        "moorage.jobs.pull",
+        f"hf://{TINY_MODEL}",
+        "--revision",
+        sha,
+        "--dest",
+        str(run_pull.dest),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
@@ -99,16 +108,31 @@ def test_a_cut_connection_is_resumed_with_a_range(hub: FakeHub, run_pull: Puller
     assert [r.range for r in gets] == [None, "bytes=300000-"]
     assert hub.bytes_sent("model.safetensors") == len(BIG)
     assert files_under(snapshot_path(run_pull.dest, str(result.report.details["sha"]), BIG_REPO)) == {
-        "config.json": b"{}", "model.safetensors": BIG}
+        "config.json": b"{}",
+        "model.safetensors": BIG,
+    }
 
 
 def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, run_pull: Puller) -> None:
     sha = add_big(hub)
     hub.stall("model.safetensors", after_bytes=400_000, seconds=30)
     part = snapshot_path(run_pull.dest, sha, BIG_REPO) / "model.safetensors.part"
-    process = subprocess.Popen([sys.executable, "-m", "moorage.jobs.pull", f"hf://{BIG_REPO}", "--dest",
-                                str(run_pull.dest), "--stall-timeout", "30", "--workers", "1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moorage.jobs.pull",
+            f"hf://{BIG_REPO}",
+            "--dest",
+            str(run_pull.dest),
+            "--stall-timeout",
+            "30",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30  # a busy machine starts Python slowly
         while not (part.exists() and part.stat().st_size == 400_000) and time.monotonic() < deadline:
@@ -123,7 +147,8 @@ def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, run_pull: Puller) 
     result = run_pull(f"hf://{BIG_REPO}")
     assert result.code == ExitCode.OK, result.output
     assert [r.range for r in hub.downloads() if r.path.endswith("model.safetensors") and r.status == 206] == [
-        "bytes=400000-"]
+        "bytes=400000-"
+    ]
     assert hub.bytes_sent("model.safetensors") == len(BIG) - 400_000
     assert result.report.details["transferred"] == len(BIG) - 400_000  # config.json was in place already
     assert (part.parent / "model.safetensors").read_bytes() == BIG
@@ -182,8 +207,7 @@ def test_gated_without_token(hub: FakeHub, run_pull: Puller) -> None:
     assert "spec.source.tokenSecretRef" in result.report.message
 
 
-def test_the_token_is_never_printed(hub: FakeHub, run_pull: Puller,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_token_is_never_printed(hub: FakeHub, run_pull: Puller, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "hf_wrongButSecret1234567890"
     monkeypatch.setenv("HF_TOKEN", secret)
     result = run_pull(f"hf://{TINY_GATED}")
@@ -192,8 +216,7 @@ def test_the_token_is_never_printed(hub: FakeHub, run_pull: Puller,
     assert secret not in run_pull.log.read_text()
 
 
-def test_gated_with_token(hub: FakeHub, run_pull: Puller,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_with_token(hub: FakeHub, run_pull: Puller, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", DEMO_TOKEN)
     result = run_pull(f"hf://{TINY_GATED}")
     assert result.code == ExitCode.OK, result.output
@@ -201,8 +224,7 @@ def test_gated_with_token(hub: FakeHub, run_pull: Puller,
     assert all(r.authorized for r in hub.downloads() if "/resolve/" in r.path)
 
 
-def test_not_enough_disk(hub: FakeHub, run_pull: Puller,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_enough_disk(hub: FakeHub, run_pull: Puller, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(snapshot, "free_bytes", lambda directory: 1000)
     hub.reset_log()
     result = run_pull(f"hf://{TINY_MODEL}")
@@ -211,8 +233,9 @@ def test_not_enough_disk(hub: FakeHub, run_pull: Puller,
     assert hub.bytes_sent("model.safetensors") == 0
 
 
-def test_disk_check_counts_only_what_is_missing(hub: FakeHub, run_pull: Puller,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_check_counts_only_what_is_missing(
+    hub: FakeHub, run_pull: Puller, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sha = add_big(hub)
     hub.cut("model.safetensors", after_bytes=len(BIG) - 1000, times=1)
     assert run_pull(f"hf://{BIG_REPO}", "--retries", "1").code == ExitCode.RETRYABLE
@@ -254,7 +277,22 @@ def test_a_different_selection_of_the_same_commit_is_completed(hub: FakeHub, run
 
 
 def test_main_parses_the_documented_command_line() -> None:
-    args = pull.parse_args(["hf://a/b", "--revision", "v1", "--dest", "/weights", "--include", "*.json",
-                            "--include", "*.safetensors"])
+    args = pull.parse_args(
+        [
+            "hf://a/b",
+            "--revision",
+            "v1",
+            "--dest",
+            "/weights",
+            "--include",
+            "*.json",
+            "--include",
+            "*.safetensors",
+        ]
+    )
     assert (args.source, args.revision, str(args.dest), args.include) == (
-        "hf://a/b", "v1", "/weights", ["*.json", "*.safetensors"])
+        "hf://a/b",
+        "v1",
+        "/weights",
+        ["*.json", "*.safetensors"],
+    )
