@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from moorage.cli import dump, load_models, render
 from moorage.demo import OperatorProcess, install_crd
 from moorage.devcluster import ADMIN_USER, Cluster, wait_for
 from moorage.devcluster.fakehub import (
@@ -20,6 +21,7 @@ from moorage.devcluster.fakehub import (
     default_hub,
 )
 from moorage.devcluster.tinymodel import model_files
+from moorage.plan.config import PlanConfig
 
 Obj = dict[str, Any]
 TIMEOUT = 60.0
@@ -367,3 +369,15 @@ def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, name
     time.sleep(12)
     writes = _writes_since(cluster, start, namespace)
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) -> None:
+    """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting."""
+    cluster.kubectl("create", "namespace", "ml")  # the examples' namespace; fine if it exists already
+    rendered = render(load_models(str(example)), PlanConfig(), resolve=False)
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(rendered))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(rendered)
