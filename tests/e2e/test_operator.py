@@ -268,6 +268,10 @@ def test_new_revision_rolls_and_releases_the_old_volume(
         ),
         ({"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"gpus": 0}}, "spec.serving.gpus"),
         (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "fineTune": {"dataset": {"uri": "/data/train.jsonl"}}},
+            "spec.fineTune.dataset.uri",
+        ),
+        (
             {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replica": 2}},
             'unknown field "spec.serving.replica"',
         ),

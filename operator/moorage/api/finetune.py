@@ -7,13 +7,17 @@ from pydantic import Field
 from moorage.api.base import ApiModel
 from moorage.api.scheduling import Scheduling
 
-DATASET_URI_PATTERN = r"^(hf://datasets/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+)$"
+DATASET_URI_PATTERN = (
+    r"^(hf://datasets/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+)$"
+)
 
 
 class Dataset(ApiModel):
     """The training data."""
 
-    uri: Annotated[str, Field(max_length=512)]
+    # The pattern binds in the cluster only (CRD schema): the fine-tune program also takes local paths.
+    uri: Annotated[str, Field(max_length=512, json_schema_extra={"pattern": DATASET_URI_PATTERN})]
     """hf://datasets/<org>/<name> (pulled through the same verified path as weights) or
     pvc://<claim>/<path> (a JSON/JSONL/Parquet file or directory on an existing claim in the namespace).
     The fine-tune program also takes a local path, for runs outside a cluster."""
