@@ -248,6 +248,14 @@ def test_new_revision_rolls_and_releases_the_old_volume(
     )
 
 
+def test_model_names_that_cannot_name_a_service_are_refused(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    body = json.dumps(model("7b-chat"))
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=body)
+    assert result.returncode != 0 and "metadata.name must be a DNS label" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

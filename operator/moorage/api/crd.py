@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from moorage.api.model import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from moorage.api.model import GROUP, KIND, NAME_RULE, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import OpenSourceModelStatus
 
@@ -131,6 +131,7 @@ def crd() -> Schema:
                             "type": "object",
                             "description": OpenSourceModelSpec.__doc__,
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -1,6 +1,6 @@
 """The OpenSourceModel resource as a whole, and how the API is named."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -18,12 +18,21 @@ SHORT_NAMES = ("osm",)
 LABEL_PREFIX = "moorage.dev"
 
 
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX = 63
+NAME_RULE = {
+    "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {NAME_MAX}",
+    "message": f"metadata.name must be a DNS label of at most {NAME_MAX} characters starting with a letter: "
+    "it names the model's Service and labels its pods",
+}
+
+
 class ObjectMeta(ApiModel):
     """The parts of metadata the operator reads. Others pass through untouched."""
 
     model_config = ApiModel.model_config | {"extra": "allow"}
 
-    name: str
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX)]
     namespace: str = "default"
     uid: str | None = None
     generation: int | None = None
