@@ -2,6 +2,7 @@
 leaks environment variables into the next (programs under test set some for their own process)."""
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,3 +18,19 @@ def _isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """helm from $MOORAGE_HELM, PATH or where scripts/install-helm.sh puts it."""
+    candidates = [
+        os.environ.get("MOORAGE_HELM"),
+        shutil.which("helm"),
+        str(Path.home() / ".cache" / "moorage" / "bin" / "helm"),
+    ]
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    if found is None:
+        pytest.skip(
+            "helm not found ($MOORAGE_HELM, PATH, ~/.cache/moorage/bin/helm): run scripts/install-helm.sh"
+        )
+    return found

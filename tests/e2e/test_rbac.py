@@ -12,9 +12,7 @@ the same field manager and write the same status, so they converge; only this op
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -36,20 +34,6 @@ READY_TIMEOUT = 120.0
 DENIED = re.compile(r"forbidden|\b403\b|not enough permissions", re.IGNORECASE)
 # Not RBAC: a namespace of an earlier test being deleted refuses new objects with a 403 too.
 NOT_RBAC = re.compile(r"being terminated")
-
-
-def find_helm() -> str | None:
-    candidates = [os.environ.get("MOORAGE_HELM"), shutil.which("helm")]
-    candidates.append(str(Path.home() / ".cache" / "moorage" / "bin" / "helm"))
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = find_helm()
-    if found is None:
-        pytest.skip("helm not found (MOORAGE_HELM, PATH, ~/.cache/moorage/bin): run scripts/install-helm.sh")
-    return found
 
 
 @pytest.fixture(scope="module")

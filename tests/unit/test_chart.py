@@ -8,8 +8,6 @@ check are tested without helm.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -46,22 +44,6 @@ CRD_RULE = {("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "wat
 NAMESPACES_RULE = {("", "namespaces"): ["list", "watch"]}
 
 Obj = dict[str, Any]
-
-
-def find_helm() -> str | None:
-    candidates = [os.environ.get("MOORAGE_HELM"), shutil.which("helm")]
-    candidates.append(str(Path.home() / ".cache" / "moorage" / "bin" / "helm"))
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = find_helm()
-    if found is None:
-        pytest.skip(
-            "helm not found ($MOORAGE_HELM, PATH, ~/.cache/moorage/bin/helm): run scripts/install-helm.sh"
-        )
-    return found
 
 
 def run_helm(
