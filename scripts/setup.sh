@@ -24,7 +24,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev,finetune]'
 
-step "Test control plane (the first build compiles Kubernetes: about 15 minutes on 2 cores)"
+step "Test control plane (the first build compiles Kubernetes: about 10 minutes on 2 cores)"
 tests/cluster/build.sh >/dev/null
 
 step "helm"

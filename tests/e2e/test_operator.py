@@ -16,6 +16,7 @@ from moorage.devcluster.fakehub import (
     TINY_DATASET,
     TINY_GATED,
     TINY_MODEL,
+    TINY_REMOTE_CODE,
     FakeHub,
     commit_sha,
     default_hub,
@@ -393,3 +394,30 @@ def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) 
     result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(rendered))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(rendered)
+
+
+@pytest.mark.parametrize(
+    ("uri", "serving", "reason", "words"),
+    [
+        ("hf://nobody/no-such-model", {}, "RepoNotFound", "nobody/no-such-model"),
+        (f"hf://{TINY_REMOTE_CODE}", {}, "RemoteCodeNotTrusted", "trustRemoteCode"),
+        (
+            f"hf://{TINY_MODEL}",
+            {"gpuProfile": "nvidia-b9000"},
+            "UnknownGPUProfile",
+            "spec.serving.gpuProfile",
+        ),
+    ],
+    ids=["missing-repo", "remote-code", "unknown-gpu"],
+)
+def test_user_errors_stall_and_take_no_gpu(
+    cluster: Cluster, operator: Running, namespace: str, uri: str, serving: Obj, reason: str, words: str
+) -> None:
+    cluster.apply(model("wrong", uri=uri, serving=serving), namespace=namespace)
+    stalled = wait_condition(cluster, namespace, "wrong", "Stalled", reason=reason)
+    assert words in stalled["message"]
+    assert condition(cluster, namespace, "wrong", "Ready")["status"] == "False"  # type: ignore[index]
+    assert not get(cluster, namespace, "deployments,jobs", "-l", "moorage.dev/model=wrong")["items"]
+    assert not get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=wrong")["items"]
+    assert any(e["type"] == "Warning" and e["reason"] == reason for e in events)
