@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("moorage.queue")
 
 Key = tuple[str, str]
-Work = Callable[[str, str], Awaitable[bool]]
+Work = Callable[[str, str], Awaitable[float | None]]
 
 
 @dataclass
@@ -17,12 +17,11 @@ class WorkQueue:
     """Runs `work(namespace, name)` for a model whenever something about it changed.
 
     Several triggers while a reconcile runs make one more reconcile, not several; a model is never
-    reconciled twice at once. `work` returns True while it waits on something no watch reports (a
-    Secret to appear, the hub to answer): it is then run again after `poll` seconds.
+    reconciled twice at once. `work` returns how many seconds until it should look again on its own,
+    for what no watch reports (a Secret to appear, the hub to answer, a pull's progress), or None.
     """
 
     work: Work
-    poll: float = 30.0
     max_backoff: float = 300.0
     _pending: dict[Key, asyncio.Event] = field(default_factory=dict)
     _workers: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
@@ -40,7 +39,7 @@ class WorkQueue:
             pending.clear()
             delay: float | None
             try:
-                busy = await self.work(*key)
+                again = await self.work(*key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # one model's failure must not stop the others
@@ -55,7 +54,7 @@ class WorkQueue:
                 )
             else:
                 failures = 0
-                delay = self.poll if busy else None
+                delay = again
             if pending.is_set():
                 continue
             if delay is None:

@@ -39,11 +39,11 @@ class Reconciler:
     config: PlanConfig = field(default_factory=PlanConfig)
     resolver: Resolver = field(default_factory=Resolver)
 
-    async def __call__(self, namespace: str, name: str) -> bool:
-        """Reconciles one model; True when it still has work in flight (a retry later is useful)."""
+    async def __call__(self, namespace: str, name: str) -> float | None:
+        """Reconciles one model; returns when to look again without an event, if ever."""
         raw = await self.kube.get("OpenSourceModel", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
-            return False  # garbage collection removes the children through their owner references
+            return None  # garbage collection removes the children through their owner references
         previous = _previous_status(raw)
         try:
             spec = OpenSourceModelSpec.model_validate(raw.get("spec") or {})
@@ -52,7 +52,7 @@ class Reconciler:
             log.warning("%s/%s: invalid spec: %s", namespace, name, message)
             new = invalid_spec_status(previous, raw["metadata"].get("generation"), message, _now())
             await self._write_status(raw, previous, new)
-            return False
+            return None  # only a new spec helps
         model = OpenSourceModel(
             metadata=ObjectMeta.model_validate(raw["metadata"]), spec=spec, status=previous
         )
@@ -63,8 +63,7 @@ class Reconciler:
             await self._clean_up(model, the_plan)
         new = status(model, world.observed, the_plan, self.config, _now())
         await self._write_status(raw, previous, new)
-        ready = new.condition(ConditionType.READY)
-        return ready is None or ready.status != "True"
+        return _next_look(new)
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         uid = model.metadata.uid
@@ -132,6 +131,19 @@ class Reconciler:
             if event:
                 reason = condition.reason if condition.type == ConditionType.STALLED else event[1]
                 await self.kube.event(raw, event[0], reason, condition.message or condition.reason)
+
+
+IN_FLIGHT_POLL = 30.0
+"""Seconds between looks while work is under way: pull progress, a Secret or the hub coming back."""
+STALLED_POLL = 300.0
+"""A stalled model is looked at now and then too: access to a gated repo can be granted on the hub."""
+
+
+def _next_look(status: OpenSourceModelStatus) -> float | None:
+    if (ready := status.condition(ConditionType.READY)) is not None and ready.status == "True":
+        return None
+    stalled = status.condition(ConditionType.STALLED)
+    return STALLED_POLL if stalled is not None and stalled.status == "True" else IN_FLIGHT_POLL
 
 
 def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
