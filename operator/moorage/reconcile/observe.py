@@ -95,7 +95,7 @@ async def _sources(
     return resolved, dataset
 
 
-def _report(pods: list[Obj], container: str) -> Report | None:
+def termination_report(pods: list[Obj], container: str) -> Report | None:
     """The newest termination message our program left in one of the Job's pods."""
     newest: tuple[str, Report] | None = None
     for pod in pods:
@@ -127,7 +127,7 @@ async def _job(kube: Kube, namespace: str, name: str, container: str) -> tuple[O
     if job is None:
         return None, None
     pods = await kube.select("Pod", namespace, {"job-name": name})
-    state = JobState.from_job(job, _report(pods, container))
+    state = JobState.from_job(job, termination_report(pods, container))
     if state.active and container == "pull":
         state = replace(state, progress=await _progress(kube, namespace, pods))
     return job, state
