@@ -70,3 +70,35 @@ def test_crd_command_matches_the_checked_in_file() -> None:
     result = moorage("crd")
     assert result.returncode == 0
     assert result.stdout == (ROOT / "crds" / "opensourcemodels.moorage.dev.yaml").read_text()
+
+
+def test_render_resolve_pins_the_commit(tmp_path: Path) -> None:
+    from moorage.devcluster.fakehub import TINY_MODEL, default_hub  # noqa: PLC0415 - starts a server
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"""apiVersion: moorage.dev/v1alpha1
+kind: OpenSourceModel
+metadata: {{name: tiny}}
+spec: {{source: {{uri: hf://{TINY_MODEL}, revision: v1.0}}}}
+""")
+    with default_hub() as hub:
+        sha = hub.repos["model", TINY_MODEL].refs["v1.0"]
+        result = moorage("render", "--resolve", "--hf-endpoint", hub.url, "-f", str(manifest))
+        missing = moorage(
+            "render",
+            "--resolve",
+            "--hf-endpoint",
+            hub.url,
+            "-f",
+            "-",
+            stdin=manifest.read_text().replace(TINY_MODEL, "nobody/nothing"),
+        )
+    assert result.returncode == 0, result.stderr
+    job = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:4] == [
+        "pull",
+        f"hf://{TINY_MODEL}",
+        "--revision",
+        sha,
+    ]
+    assert missing.returncode == 2 and "RepoNotFound" in missing.stderr and "Traceback" not in missing.stderr
