@@ -113,8 +113,14 @@ def _watch(cluster: Cluster, name: str, timeout: float) -> bool:
 
 
 def main(workdir: Path | None = None, keep: bool = True) -> int:
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="moorage-demo-"))
+    if workdir is None:  # a throwaway directory, gone with the cluster
+        with tempfile.TemporaryDirectory(prefix="moorage-demo-") as tmp:
+            return _demo(Path(tmp), keep)
     workdir.mkdir(parents=True, exist_ok=True)
+    return _demo(workdir, keep)
+
+
+def _demo(workdir: Path, keep: bool) -> int:
     print(
         "moorage demo: building the test cluster (the first run compiles Kubernetes; later runs take seconds)"
     )
