@@ -134,13 +134,16 @@ def _demo(workdir: Path, keep: bool) -> int:
             print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
             return 1
         print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE).stdout)
-        print(
-            f"moorage demo: Ready. The cluster stays up:\n  export KUBECONFIG={cluster.kubeconfig}\n"
-            f"  kubectl get osm -A\nOperator log: {operator.log_path}"
-        )
         if keep:
-            print("Press Ctrl-C to stop.", flush=True)
+            print(
+                f"moorage demo: Ready. The cluster stays up until Ctrl-C:\n"
+                f"  export KUBECONFIG={cluster.kubeconfig}\n  kubectl get osm -A\n"
+                f"Operator log: {operator.log_path}",
+                flush=True,
+            )
             _wait_for_interrupt()
+        else:
+            print("moorage demo: Ready; stopping (--exit).")
     return 0
 
 
