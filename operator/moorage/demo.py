@@ -151,7 +151,9 @@ def _wait_for_interrupt() -> None:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Set SIGINT too: a demo started in the background inherits it ignored, and Ctrl-C must still work.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while True:
             time.sleep(3600)
