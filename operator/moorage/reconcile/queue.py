@@ -51,6 +51,8 @@ class WorkQueue:
                     type(error).__name__,
                     error,
                     delay,
+                    # One line for people; the traceback for whoever debugs with --verbose.
+                    exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             else:
                 failures = 0
