@@ -122,6 +122,8 @@ def test_model_goes_ready(cluster: Cluster, operator: Running, namespace: str) -
     assert {p["spec"]["nodeName"] for p in pods} <= set(cluster.gpu_nodes)
     service = get(cluster, namespace, "service", "tiny")
     assert service["spec"]["ports"][0]["port"] == 8000
+    budget = get(cluster, namespace, "pdb", "tiny")
+    assert budget["spec"]["maxUnavailable"] == 1 and budget["status"]["expectedPods"] == 2
 
     status = get(cluster, namespace, "osm", "tiny")["status"]
     assert status["readyReplicas"] == 2 and len(status["resolvedRevision"]) == 40
@@ -141,6 +143,7 @@ def test_model_goes_ready(cluster: Cluster, operator: Running, namespace: str) -
 def test_scale_subresource(cluster: Cluster, operator: Running, namespace: str) -> None:
     cluster.apply(model("scaled"), namespace=namespace)
     wait_condition(cluster, namespace, "scaled", "Ready")
+    assert get(cluster, namespace, "pdb", "scaled") is None, "one replica: no budget to block a drain"
     scaled = cluster.kubectl("scale", "osm/scaled", "--replicas=3", "-n", namespace)
     assert scaled.returncode == 0, scaled.stderr
     wait_for(lambda: len(ready_pods(cluster, namespace, "scaled")) == 3, timeout=TIMEOUT, what="3 ready pods")
@@ -153,6 +156,11 @@ def test_scale_subresource(cluster: Cluster, operator: Running, namespace: str) 
     scale = json.loads(cluster.kubectl("get", "--raw", path, check=True).stdout)
     assert scale["status"]["replicas"] == 3
     assert "moorage.dev/model=scaled" in scale["status"]["selector"]
+    assert get(cluster, namespace, "pdb", "scaled") is not None
+    cluster.kubectl("scale", "osm/scaled", "--replicas=1", "-n", namespace, check=True)
+    wait_for(
+        lambda: get(cluster, namespace, "pdb", "scaled") is None, timeout=TIMEOUT, what="the budget removed"
+    )
 
 
 def test_spec_change_rolls_the_deployment(cluster: Cluster, operator: Running, namespace: str) -> None:

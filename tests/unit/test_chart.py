@@ -35,6 +35,7 @@ WORKLOAD_RULES = {
     ("", "services"): [*READ, "create", "patch"],
     ("batch", "jobs"): [*READ, "create", "patch", "delete"],
     ("", "persistentvolumeclaims"): [*READ, "create", "patch", "delete"],
+    ("policy", "poddisruptionbudgets"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
     ("", "pods/log"): ["get"],
     ("", "secrets"): ["get"],

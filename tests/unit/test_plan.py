@@ -78,8 +78,14 @@ def test_deployment_once_pulled_then_ready_when_rolled_out() -> None:
     m = model(serving={"replicas": 2})
     pulled = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     p = plan(m, pulled, CONFIG)
-    assert kinds(p.children) == ["Service", "PersistentVolumeClaim", "Job", "Deployment"]
-    deployment = p.children[-1]
+    assert kinds(p.children) == [
+        "Service",
+        "PersistentVolumeClaim",
+        "Job",
+        "Deployment",
+        "PodDisruptionBudget",
+    ]
+    deployment = p.children[-2]
     assert conditions(status(m, pulled, p, CONFIG, NOW))["Ready"] == ("False", "Deploying")
 
     rolling = Observed(
@@ -284,3 +290,12 @@ def test_pull_progress_shows_in_status() -> None:
     assert weights.reason == "Pulling" and weights.message.endswith(line)
     done = Observed(resolved=resolved(), pull=JobState(succeeded=True, progress=line))
     assert status(m, done, plan(m, done, CONFIG), CONFIG, NOW).weights.progress is None  # type: ignore[union-attr]
+
+
+def test_a_disruption_budget_only_with_two_replicas_or_more() -> None:
+    pulled = Observed(resolved=resolved(), pull=JobState(succeeded=True))
+    assert "PodDisruptionBudget" not in kinds(plan(model(), pulled, CONFIG).children)
+    budget = plan(model(serving={"replicas": 3}), pulled, CONFIG).children[-1]
+    assert budget["kind"] == "PodDisruptionBudget"
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == meta.selector(model())

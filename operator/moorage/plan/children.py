@@ -60,4 +60,7 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
     )
     if target is not None:
         children.append(serving.deployment(model, target, config))
+        budget = serving.disruption_budget(model)
+        if budget is not None:
+            children.append(budget)
     return Plan(children, desired, target)

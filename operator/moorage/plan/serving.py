@@ -237,3 +237,26 @@ def service(model: OpenSourceModel) -> Manifest:
         labels_=labels(model, "serving"),
         body=body,
     )
+
+
+def disruption_budget(model: OpenSourceModel) -> Manifest | None:
+    """With two replicas or more, a node drain takes them one at a time; with one, nothing is promised
+    (a budget would block the drain forever)."""
+    if model.spec.serving.replicas < 2:
+        return None
+    body = {
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector(model)},
+            # A replica that is not serving anyway must not hold up a drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        }
+    }
+    return child(
+        model,
+        api_version="policy/v1",
+        kind="PodDisruptionBudget",
+        name=model.metadata.name,
+        labels_=labels(model, "serving"),
+        body=body,
+    )

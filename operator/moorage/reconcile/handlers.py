@@ -74,6 +74,7 @@ for _group, _version, _plural in (
     ("batch", "v1", "jobs"),
     ("", "v1", "persistentvolumeclaims"),
     ("", "v1", "services"),
+    ("policy", "v1", "poddisruptionbudgets"),
 ):
     kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
 # Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.

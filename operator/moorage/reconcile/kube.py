@@ -11,6 +11,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Secret, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
@@ -22,6 +23,7 @@ KINDS: dict[str, Any] = {
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
+    "PodDisruptionBudget": PodDisruptionBudget,
     "Secret": Secret,
     "Service": Service,
 }

@@ -159,7 +159,7 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
                 live["Job", job_name] = job
 
     deployment_state = unschedulable = None
-    for kind in ("Deployment", "Service"):
+    for kind in ("Deployment", "Service", "PodDisruptionBudget"):
         obj = await kube.get(kind, namespace, name)
         if obj:
             live[kind, name] = obj

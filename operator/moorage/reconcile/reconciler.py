@@ -60,7 +60,7 @@ class Reconciler:
         the_plan = plan(model, world.observed, self.config)
         await self._apply(raw, model, the_plan, world)
         if world.observed.resolved is not None and world.observed.problem is None:
-            await self._clean_up(model, the_plan)
+            await self._clean_up(model, the_plan, world)
         new = status(model, world.observed, the_plan, self.config, _now())
         await self._write_status(raw, previous, new)
         return _next_look(new)
@@ -81,9 +81,13 @@ class Reconciler:
                 reason = "RolloutStarted" if live else "Deploying"
                 await self.kube.event(raw, "Normal", reason, f"Deployment {name} serves {the_plan.target}")
 
-    async def _clean_up(self, model: OpenSourceModel, the_plan: Plan) -> None:
-        """Jobs of earlier specs go; volumes no longer used are released (deleted with their last owner)."""
+    async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
+        """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
+        (deleted with their last owner)."""
         namespace, uid = model.metadata.namespace, model.metadata.uid
+        budget = world.live.get(("PodDisruptionBudget", model.metadata.name))
+        if budget and not the_plan.names("PodDisruptionBudget") and _owned_by(budget, uid):
+            await self.kube.delete("PodDisruptionBudget", namespace, model.metadata.name)
         wanted_jobs = the_plan.names("Job")
         for job in await self.kube.select("Job", namespace, {"moorage.dev/model": model.metadata.name}):
             if job["metadata"]["name"] not in wanted_jobs and _owned_by(job, uid):
