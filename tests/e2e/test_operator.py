@@ -157,6 +157,11 @@ def test_scale_subresource(cluster: Cluster, operator: Running, namespace: str) 
     assert scale["status"]["replicas"] == 3
     assert "moorage.dev/model=scaled" in scale["status"]["selector"]
     assert get(cluster, namespace, "pdb", "scaled") is not None
+    reasons = {
+        e["reason"]
+        for e in get(cluster, namespace, "events", "--field-selector", "involvedObject.name=scaled")["items"]
+    }
+    assert "Scaled" in reasons and "RolloutStarted" not in reasons, reasons
     cluster.kubectl("scale", "osm/scaled", "--replicas=1", "-n", namespace, check=True)
     wait_for(
         lambda: get(cluster, namespace, "pdb", "scaled") is None, timeout=TIMEOUT, what="the budget removed"

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.api.layout import WEIGHTS_MOUNT
+from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels, selector
@@ -11,6 +11,7 @@ from moorage.plan.placement import place
 from moorage.plan.security import container_security_context, pod_security_context
 
 PORT = 8000
+TEMPLATE_HASH = "moorage.dev/template-hash"
 TARGET_ANNOTATIONS = (
     "moorage.dev/revision",
     "moorage.dev/claim",
@@ -208,6 +209,8 @@ def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig
             },
         }
     }
+    # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale.
+    annotations = {**target.annotations(), TEMPLATE_HASH: content_hash(body["spec"]["template"], length=16)}
     return child(
         model,
         api_version="apps/v1",
@@ -215,7 +218,7 @@ def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig
         name=model.metadata.name,
         labels_=pod_labels,
         body=body,
-        annotations=target.annotations(),
+        annotations=annotations,
     )
 
 

@@ -17,6 +17,7 @@ from moorage.api.status import ConditionType, OpenSourceModelStatus
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
+from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.observe import World, observe
@@ -78,8 +79,7 @@ class Reconciler:
             await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
             log.info("%s/%s: applied %s %s", model.metadata.namespace, model.metadata.name, kind, name)
             if kind == "Deployment":
-                reason = "RolloutStarted" if live else "Deploying"
-                await self.kube.event(raw, "Normal", reason, f"Deployment {name} serves {the_plan.target}")
+                await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
     async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
@@ -148,6 +148,18 @@ def _next_look(status: OpenSourceModelStatus) -> float | None:
         return None
     stalled = status.condition(ConditionType.STALLED)
     return STALLED_POLL if stalled is not None and stalled.status == "True" else IN_FLIGHT_POLL
+
+
+def _deployment_event(live: Obj | None, manifest: Obj, the_plan: Plan) -> tuple[str, str]:
+    """Deploying, RolloutStarted (new pods) or Scaled (same pods, another count): reason and message."""
+    replicas = manifest["spec"]["replicas"]
+    serves = f"{replicas} replica(s) of {the_plan.target.revision[:12] if the_plan.target else 'nothing'}"
+    if live is None:
+        return "Deploying", f"Deployment {manifest['metadata']['name']}: {serves}"
+    before = (live.get("metadata") or {}).get("annotations") or {}
+    if before.get(TEMPLATE_HASH) == manifest["metadata"]["annotations"][TEMPLATE_HASH]:
+        return "Scaled", f"{(live.get('spec') or {}).get('replicas')} → {replicas} replica(s)"
+    return "RolloutStarted", f"rolling out {serves} (maxSurge and maxUnavailable per spec.serving.rollout)"
 
 
 def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
