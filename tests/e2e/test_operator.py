@@ -410,23 +410,24 @@ def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) 
 
 
 @pytest.mark.parametrize(
-    ("uri", "serving", "reason", "words"),
+    ("uri", "spec", "reason", "words"),
     [
         ("hf://nobody/no-such-model", {}, "RepoNotFound", "nobody/no-such-model"),
         (f"hf://{TINY_REMOTE_CODE}", {}, "RemoteCodeNotTrusted", "trustRemoteCode"),
         (
             f"hf://{TINY_MODEL}",
-            {"gpuProfile": "nvidia-b9000"},
+            {"serving": {"gpuProfile": "nvidia-b9000"}},
             "UnknownGPUProfile",
             "spec.serving.gpuProfile",
         ),
+        (f"hf://{TINY_MODEL}", {"cache": {"size": "1Ki"}}, "CacheTooSmall", "spec.cache.size"),
     ],
-    ids=["missing-repo", "remote-code", "unknown-gpu"],
+    ids=["missing-repo", "remote-code", "unknown-gpu", "small-cache"],
 )
 def test_user_errors_stall_and_take_no_gpu(
-    cluster: Cluster, operator: Running, namespace: str, uri: str, serving: Obj, reason: str, words: str
+    cluster: Cluster, operator: Running, namespace: str, uri: str, spec: Obj, reason: str, words: str
 ) -> None:
-    cluster.apply(model("wrong", uri=uri, serving=serving), namespace=namespace)
+    cluster.apply(model("wrong", uri=uri, **spec), namespace=namespace)
     stalled = wait_condition(cluster, namespace, "wrong", "Stalled", reason=reason)
     assert words in stalled["message"]
     assert condition(cluster, namespace, "wrong", "Ready")["status"] == "False"  # type: ignore[index]

@@ -4,6 +4,7 @@ from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
+from moorage.api.quantity import parse_quantity
 from moorage.api.resolved import ResolvedSource
 from moorage.hub import HubError, check_trust
 from moorage.hub.sizing import GPU_PROFILES, estimate_fit
@@ -77,6 +78,18 @@ def _check_fit(model: OpenSourceModel, resolved: ResolvedSource, config: PlanCon
         raise SourceProblemError(Problem("InsufficientGPUMemory", f"spec.serving.gpus: {fit.message}"))
 
 
+def _check_cache(model: OpenSourceModel, resolved: ResolvedSource) -> None:
+    size = model.spec.cache.size
+    if size is not None and parse_quantity(size) < resolved.total_bytes:
+        raise SourceProblemError(
+            Problem(
+                "CacheTooSmall",
+                f"spec.cache.size: {size} cannot hold the {resolved.total_bytes / 2**30:.1f} GiB of files of "
+                f"{resolved.repo_id}@{resolved.sha[:12]}; leave it unset to size the volume from the files",
+            )
+        )
+
+
 async def _sources(
     kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig
 ) -> tuple[ResolvedSource, ResolvedSource | None]:
@@ -92,6 +105,7 @@ async def _sources(
     except HubError as error:
         raise SourceProblemError(Problem(error.reason, error.message, error.retryable)) from error
     _check_fit(model, resolved, config)
+    _check_cache(model, resolved)
     return resolved, dataset
 
 
