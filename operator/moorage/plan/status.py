@@ -138,7 +138,7 @@ def _conditions(
     previous: OpenSourceModelStatus,
     generation: int | None,
     now: str,
-) -> list[Condition]:
+) -> tuple[Condition, ...]:
     conditions = []
     for type_, verdict in verdicts.items():
         if verdict is None:
@@ -157,7 +157,7 @@ def _conditions(
                 last_transition_time=since,
             )
         )
-    return conditions
+    return tuple(conditions)
 
 
 def status(

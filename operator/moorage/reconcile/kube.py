@@ -31,6 +31,11 @@ KINDS: dict[str, Any] = {
 Obj = dict[str, Any]
 
 
+def namespace_terminating(error: ApiError) -> bool:
+    """The API server refuses new objects in a namespace being deleted (403, not an RBAC denial)."""
+    return error.status.code == 403 and "being terminated" in (error.status.message or "")
+
+
 def _plain(obj: Any) -> Obj:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 

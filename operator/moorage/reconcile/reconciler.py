@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
 from moorage.api.errors import describe
@@ -19,7 +20,7 @@ from moorage.plan.config import PlanConfig
 from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
-from moorage.reconcile.kube import Kube, Obj
+from moorage.reconcile.kube import Kube, Obj, namespace_terminating
 from moorage.reconcile.observe import World, observe
 from moorage.reconcile.resolver import Resolver
 
@@ -59,7 +60,13 @@ class Reconciler:
         )
         world = await observe(self.kube, self.resolver, model, self.config)
         the_plan = plan(model, world.observed, self.config)
-        await self._apply(raw, model, the_plan, world)
+        try:
+            await self._apply(raw, model, the_plan, world)
+        except ApiError as error:
+            if not namespace_terminating(error):
+                raise
+            log.info("%s/%s: namespace is being deleted; the model goes with it", namespace, name)
+            return None
         if world.observed.resolved is not None and world.observed.problem is None:
             await self._clean_up(model, the_plan, world)
         new = status(model, world.observed, the_plan, self.config, _now())

@@ -1,0 +1,80 @@
+"""Edge cases of one reconcile that a real cluster makes hard to time: the Kubernetes API is faked."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import Status
+
+from moorage.api.resolved import HubFile, ResolvedSource
+from moorage.reconcile.reconciler import Reconciler
+from moorage.reconcile.resolver import Resolver
+
+Obj = dict[str, Any]
+MODEL = {
+    "apiVersion": "moorage.dev/v1alpha1",
+    "kind": "OpenSourceModel",
+    "metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 1},
+    "spec": {"source": {"uri": "hf://org/m"}},
+}
+
+
+class FakeKube:
+    """Holds only the model; every apply is answered with `refusal`."""
+
+    def __init__(self, refusal: ApiError, model: Obj = MODEL) -> None:
+        self.refusal, self.model = refusal, model
+        self.status_patches: list[Obj] = []
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        return self.model if kind == "OpenSourceModel" else None
+
+    async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
+        return []
+
+    async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
+        raise self.refusal
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        self.status_patches.append(status)
+
+    async def event(self, *args: object) -> None:
+        pass
+
+
+def refusal(code: int, message: str) -> ApiError:
+    return ApiError(status=Status(code=code, message=message, reason="Forbidden"))
+
+
+def reconciler(kube: FakeKube) -> Reconciler:
+    resolved = ResolvedSource("hf://org/m", "org/m", "model", "main", "a" * 40, (HubFile("config.json", 10),))
+    return Reconciler(kube, resolver=Resolver(resolve=lambda *_: resolved))  # type: ignore[arg-type]
+
+
+def test_a_namespace_being_deleted_ends_the_reconcile_quietly() -> None:
+    kube = FakeKube(
+        refusal(
+            403,
+            'services "m" is forbidden: unable to create new content in namespace ns '
+            "because it is being terminated",
+        )
+    )
+    assert asyncio.run(reconciler(kube)("ns", "m")) is None
+    assert kube.status_patches == []
+
+
+def test_a_real_denial_is_raised_for_the_queue_to_retry() -> None:
+    kube = FakeKube(refusal(403, 'services "m" is forbidden: User "x" cannot patch resource "services"'))
+    with pytest.raises(ApiError):
+        asyncio.run(reconciler(kube)("ns", "m"))
+
+
+def test_an_invalid_stored_spec_stalls_with_the_field_named() -> None:
+    """A spec the CRD let through (an older CRD, say) but the operator cannot use."""
+    bad = {**MODEL, "spec": {"source": {"uri": "hf://org/m"}, "serving": {"gpus": 0}}}
+    kube = FakeKube(refusal(500, "unused"), model=bad)
+    assert asyncio.run(reconciler(kube)("ns", "m")) is None
+    stalled = next(c for c in kube.status_patches[0]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+    assert stalled["message"].startswith("spec.serving.gpus:")
