@@ -137,9 +137,15 @@ def _cmd_reference(_: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator's framework loads only for `run`
+    from lightkube.config.kubeconfig import KubeConfig  # noqa: PLC0415
+    from lightkube.core.exceptions import ConfigError  # noqa: PLC0415
 
     from moorage.reconcile.handlers import Operator  # noqa: PLC0415 - registers the handlers
 
+    try:
+        Operator.kubeconfig = KubeConfig.from_env()
+    except ConfigError as error:
+        raise UsageError(f"no cluster to talk to ({error}): set KUBECONFIG, or run in a pod") from error
     Operator.config = _plan_config(args)
     kopf.configure(
         verbose=args.verbose,

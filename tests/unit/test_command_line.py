@@ -102,3 +102,18 @@ spec: {{source: {{uri: hf://{TINY_MODEL}, revision: v1.0}}}}
         sha,
     ]
     assert missing.returncode == 2 and "RepoNotFound" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_run_without_a_cluster_is_one_line(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "moorage.cli", "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("moorage: no cluster to talk to") and "Traceback" not in result.stderr

@@ -22,6 +22,8 @@ class Operator:
     """What the handlers share; set up once kopf's event loop runs."""
 
     config: PlanConfig = PlanConfig()
+    kubeconfig: KubeConfig | None = None
+    """Read before kopf starts, so a missing one is a one-line error, not a retry loop."""
     queue: WorkQueue | None = None
 
 
@@ -31,7 +33,7 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # GitOps diff would show. Our own events replace kopf's log-to-event posting.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    client = AsyncClient(config=KubeConfig.from_env(), field_manager="moorage")
+    client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
     reconciler = Reconciler(Kube(client), Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
     Operator.queue = WorkQueue(reconciler)
     log.info("moorage operator started")
