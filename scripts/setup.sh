@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/moorage"
 python="${PYTHON:-python3}"
 step() { printf '\n== %s\n' "$*" >&2; }
+# Go's official tarball lives here when it is not on PATH.
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 
 step "Python environment"
 if [[ ! -e .venv ]]; then
