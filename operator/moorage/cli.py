@@ -99,7 +99,7 @@ def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSour
     try:
         resolved = resolve(source.uri, source.revision, source.include, token, endpoint=endpoint)
         dataset = None
-        if tune and tune.dataset.uri.startswith("hf://"):
+        if tune and tune.dataset.from_hub:
             dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
     except HubError as error:
         raise UsageError(f"{model.metadata.name}: {error.reason}: {error.message}") from error

@@ -32,6 +32,11 @@ class Dataset(ApiModel):
     completion_field: Annotated[str, Field(min_length=1)] = "completion"
     text_field: Annotated[str, Field(min_length=1)] = "text"
 
+    @property
+    def from_hub(self) -> bool:
+        """Pulled from the hub like weights (hf://datasets/...), rather than read from a claim or a path."""
+        return self.uri.startswith("hf://")
+
 
 class Lora(ApiModel):
     """The LoRA adapter's shape."""

@@ -3,6 +3,8 @@
 import re
 from decimal import Decimal
 
+GIB = 2**30
+
 _SUFFIXES: dict[str, Decimal | int] = {
     "": 1,
     "m": Decimal("0.001"),
@@ -28,3 +30,8 @@ def parse_quantity(text: str) -> Decimal:
     if match is None:
         raise ValueError(f"not a quantity: {text!r}")
     return Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+
+
+def gib(n: float) -> str:
+    """A byte count as people read it in status and events: "14.2 GiB"."""
+    return f"{n / GIB:.1f} GiB"

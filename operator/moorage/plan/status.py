@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
+from moorage.api.quantity import gib
 from moorage.api.status import Condition, ConditionType, FineTuneStatus, OpenSourceModelStatus, WeightsStatus
 from moorage.plan import meta
 from moorage.plan.children import Plan
@@ -21,10 +22,6 @@ class Verdict:
     message: str = ""
 
 
-def _gib(n: int) -> str:
-    return f"{n / 1024**3:.1f} GiB"
-
-
 def _job_problem(job: JobState, default_reason: str) -> Problem:
     if job.report and not job.report.ok:
         return Problem(job.report.reason, job.report.message)
@@ -36,7 +33,7 @@ def _weights(observed: Observed) -> Verdict:
     if resolved is None:
         return Verdict(False, "Resolving", "resolving the source revision on the hub")
     what = (
-        f"{resolved.repo_id}@{resolved.sha[:12]} ({len(resolved.files)} files, {_gib(resolved.total_bytes)})"
+        f"{resolved.repo_id}@{resolved.sha[:12]} ({len(resolved.files)} files, {gib(resolved.total_bytes)})"
     )
     pull = observed.pull
     if pull is not None and pull.succeeded:

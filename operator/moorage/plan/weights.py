@@ -6,13 +6,13 @@ from typing import Any
 
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash, snapshot_dir
 from moorage.api.model import OpenSourceModel
+from moorage.api.quantity import GIB
 from moorage.api.resolved import ResolvedSource
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import job_spec
 from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, labels, owner_reference, truncate_name
 from moorage.plan.security import container_security_context, pod_security_context
 
-GIB = 1024**3
 HEADROOM_BYTES = 2 * GIB
 """Room beside the weights for adapters, datasets and the filesystem's own overhead."""
 

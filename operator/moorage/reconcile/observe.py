@@ -4,7 +4,7 @@ from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
-from moorage.api.quantity import parse_quantity
+from moorage.api.quantity import gib, parse_quantity
 from moorage.api.resolved import ResolvedSource
 from moorage.hub import HubError, check_trust
 from moorage.hub.sizing import GPU_PROFILES, estimate_fit
@@ -84,7 +84,7 @@ def _check_cache(model: OpenSourceModel, resolved: ResolvedSource) -> None:
         raise SourceProblemError(
             Problem(
                 "CacheTooSmall",
-                f"spec.cache.size: {size} cannot hold the {resolved.total_bytes / 2**30:.1f} GiB of files of "
+                f"spec.cache.size: {size} cannot hold the {gib(resolved.total_bytes)} of files of "
                 f"{resolved.repo_id}@{resolved.sha[:12]}; leave it unset to size the volume from the files",
             )
         )
@@ -100,7 +100,7 @@ async def _sources(
         check_trust(resolved, source.trust_remote_code)
         dataset = None
         tune = model.spec.fine_tune
-        if tune and tune.dataset.uri.startswith("hf://"):
+        if tune and tune.dataset.from_hub:
             dataset = await resolver(tune.dataset.uri, tune.dataset.revision, None, token)
     except HubError as error:
         raise SourceProblemError(Problem(error.reason, error.message, error.retryable)) from error

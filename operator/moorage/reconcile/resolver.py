@@ -32,7 +32,3 @@ class Resolver:
             fn = self.resolve or (lambda u, r, i, t: resolve(u, r, i, t, endpoint=self.endpoint))
             self._cache[key] = await asyncio.to_thread(fn, uri, revision, include, token)
         return self._cache[key]
-
-    def forget(self, uri: str) -> None:
-        for key in [k for k in self._cache if k[0] == uri]:
-            del self._cache[key]
