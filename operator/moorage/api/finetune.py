@@ -37,6 +37,11 @@ class Dataset(ApiModel):
         """Pulled from the hub like weights (hf://datasets/...), rather than read from a claim or a path."""
         return self.uri.startswith("hf://")
 
+    @property
+    def claim(self) -> str | None:
+        """The PersistentVolumeClaim of a pvc://<claim>/<path> dataset."""
+        return self.uri.removeprefix("pvc://").split("/", 1)[0] if self.uri.startswith("pvc://") else None
+
 
 class Lora(ApiModel):
     """The LoRA adapter's shape."""

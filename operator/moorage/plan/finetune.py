@@ -42,10 +42,6 @@ def job_name(model: OpenSourceModel, base: ResolvedSource, dataset: ResolvedSour
     return truncate_name(model.metadata.name, f"finetune-{adapter_id(model, base, dataset)}")
 
 
-def _pvc_claim(uri: str) -> str | None:
-    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
-
-
 def finetune_job(
     model: OpenSourceModel, base: ResolvedSource, dataset: ResolvedSource | None, config: PlanConfig
 ) -> Manifest:
@@ -73,7 +69,7 @@ def finetune_job(
         },
         {"name": "tmp", "emptyDir": {}},
     ]
-    claim = _pvc_claim(spec.dataset.uri)
+    claim = spec.dataset.claim
     if claim:
         mounts.append({"name": "dataset", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
         volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
