@@ -2,6 +2,8 @@
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,13 @@ from moorage.api.reference import reference
 from moorage.api.resolved import ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.plan.children import plan
-from moorage.plan.config import DEFAULT_FINETUNE_IMAGE, DEFAULT_OPERATOR_IMAGE, DEFAULT_VLLM_IMAGE, PlanConfig
+from moorage.plan.config import (
+    DEFAULT_FINETUNE_IMAGE,
+    DEFAULT_OPERATOR_IMAGE,
+    DEFAULT_VLLM_CPU_IMAGE,
+    DEFAULT_VLLM_IMAGE,
+    PlanConfig,
+)
 from moorage.plan.observed import JobState, Observed
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -45,6 +53,9 @@ class UsageError(Exception):
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-image", default=DEFAULT_VLLM_IMAGE, help="default image of the vLLM pods")
     parser.add_argument(
+        "--vllm-cpu-image", default=DEFAULT_VLLM_CPU_IMAGE, help="default image of models served on CPU"
+    )
+    parser.add_argument(
         "--operator-image", default=DEFAULT_OPERATOR_IMAGE, help="image that runs `moorage pull`"
     )
     parser.add_argument("--finetune-image", default=DEFAULT_FINETUNE_IMAGE, help="image of fine-tune Jobs")
@@ -55,6 +66,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 def _plan_config(args: argparse.Namespace) -> PlanConfig:
     return PlanConfig(
         vllm_image=args.vllm_image,
+        vllm_cpu_image=args.vllm_cpu_image,
         operator_image=args.operator_image,
         finetune_image=args.finetune_image,
         hf_endpoint=args.hf_endpoint,
@@ -90,8 +102,6 @@ def _unresolved(model: OpenSourceModel) -> ResolvedSource:
 
 
 def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSource, ResolvedSource | None]:
-    import os  # noqa: PLC0415 - only `render --resolve` reads the token
-
     from moorage.hub import HubError, resolve  # noqa: PLC0415 - the hub client loads only when asked for
 
     token = os.environ.get("HF_TOKEN")
@@ -160,8 +170,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness,
+        identity=operator_identity(),  # type: ignore[arg-type]  # kopf does not export its NewType of str
     )
     return 0
+
+
+def operator_identity() -> str:
+    """Who this operator is, for kopf. Without one, kopf asks getpass.getuser(), which raises for a uid
+    with no passwd entry (the operator pod runs as 65532 on images that have none)."""
+    return os.environ.get("POD_NAME") or f"moorage@{socket.gethostname()}"
 
 
 def _run_program(name: str, argv: list[str]) -> int:

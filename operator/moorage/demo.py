@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -38,17 +38,27 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, cluster: Cluster, hub_url: str, log_path: Path, *extra: str, kubeconfig: Path | None = None
+        self,
+        cluster: Cluster,
+        hub_url: str,
+        log_path: Path,
+        *extra: str,
+        kubeconfig: Path | None = None,
+        wrapper: Sequence[str] = (),
+        env: Mapping[str, str | None] | None = None,
     ) -> None:
+        """`wrapper` goes before the command (e.g. to run it as another user); `env` adds to, or with
+        None removes from, the cluster's environment."""
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [sys.executable, "-m", "moorage.cli", "run", "--hf-endpoint", hub_url, *extra]
-        env = {**cluster.env(), "PYTHONUNBUFFERED": "1"}
+        command = [*wrapper, sys.executable, "-m", "moorage.cli", "run", "--hf-endpoint", hub_url, *extra]
+        changes = {"PYTHONUNBUFFERED": "1", **(env or {})}
+        env_ = {k: v for k, v in {**cluster.env(), **changes}.items() if v is not None}
         if kubeconfig is not None:
-            env["KUBECONFIG"] = str(kubeconfig)
+            env_["KUBECONFIG"] = str(kubeconfig)
         package_root = str(Path(__file__).parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        env_["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env_.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(command, env=env_, stdout=self._log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.process.poll() is None:

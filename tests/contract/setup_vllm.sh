@@ -10,7 +10,7 @@
 # operator/moorage/plan/config.py (tests/contract/test_vllm_flags.py checks that they agree).
 set -euo pipefail
 
-VLLM_VERSION="${MOORAGE_VLLM_VERSION:-0.23.0}"
+VLLM_VERSION="${MOORAGE_VLLM_VERSION:-0.33.0}"
 PYTHON="${PYTHON:-python3}"
 root="${XDG_CACHE_HOME:-$HOME/.cache}/moorage"
 venv="$root/vllm-$VLLM_VERSION"

@@ -41,9 +41,10 @@ class Running:
         self.cluster, self.hub, self.log_path = cluster, hub, log
         self.process = OperatorProcess(cluster, hub.url, log)
 
-    def restart(self) -> None:
+    def restart(self, *extra: str, **options: Any) -> None:
+        """Another `moorage run`, with extra arguments and OperatorProcess options (none: as at start)."""
         self.process.stop()
-        self.process = OperatorProcess(self.cluster, self.hub.url, self.log_path)
+        self.process = OperatorProcess(self.cluster, self.hub.url, self.log_path, *extra, **options)
 
 
 @pytest.fixture(scope="session")
@@ -288,7 +289,22 @@ def test_model_names_that_cannot_name_a_service_are_refused(
             },
             "tensorParallelSize cannot exceed gpus",
         ),
-        ({"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"gpus": 0}}, "spec.serving.gpus"),
+        ({"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"gpus": -1}}, "spec.serving.gpus"),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"vllm": {"extraArgs": ["--port=9000"]}}},
+            "extraArgs must not set --port",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {"vllm": {"extraArgs": ["--enable-prefix-caching", "--served-model-name", "x"]}},
+            },
+            "use vllm.servedModelName",
+        ),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"gpus": 0, "gpuProfile": "nvidia-l4"}},
+            "gpuProfile has no meaning with gpus: 0",
+        ),
         (
             {"source": {"uri": f"hf://{TINY_MODEL}"}, "fineTune": {"dataset": {"uri": "/data/train.jsonl"}}},
             "spec.fineTune.dataset.uri",
@@ -435,3 +451,92 @@ def test_user_errors_stall_and_take_no_gpu(
     assert not get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
     events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=wrong")["items"]
     assert any(e["type"] == "Warning" and e["reason"] == reason for e in events)
+
+
+def _uid(cluster: Cluster, namespace: str, *what: str) -> str:
+    return str(get(cluster, namespace, *what)["metadata"]["uid"])
+
+
+def test_operator_upgrade_keeps_finished_jobs_and_applies_edits(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    """A new operator image (helm upgrade) changes the desired pull Job; the finished one stands, and the
+    model still follows its spec. The new operator runs as a uid with no passwd entry and no USER."""
+    cluster.apply(model("upgraded"), namespace=namespace)
+    wait_condition(cluster, namespace, "upgraded", "Ready")
+    (job,) = get(cluster, namespace, "jobs", "-l", "moorage.dev/model=upgraded")["items"]
+    try:
+        operator.restart(
+            "--operator-image=registry.example/moorage:2.0",
+            wrapper=["unshare", "--user", "--map-user=65533", "--map-group=65533"],
+            env={"USER": None, "LOGNAME": None, "LNAME": None, "USERNAME": None},
+        )
+        cluster.kubectl("scale", "osm/upgraded", "--replicas=2", "-n", namespace, check=True)
+        generation = get(cluster, namespace, "osm", "upgraded")["metadata"]["generation"]
+        ready = wait_condition(cluster, namespace, "upgraded", "Ready")
+        wait_for(
+            lambda: condition(cluster, namespace, "upgraded", "Ready")["observedGeneration"] == generation,
+            timeout=TIMEOUT,
+            what="Ready for the scaled generation",
+        )
+        assert ready["status"] == "True"
+        assert get(cluster, namespace, "deployment", "upgraded")["spec"]["replicas"] == 2
+        assert _uid(cluster, namespace, "job", job["metadata"]["name"]) == job["metadata"]["uid"]
+        assert operator.process.process.poll() is None, operator.process.log()[-2000:]
+        assert "getpwuid" not in operator.process.log()
+    finally:
+        operator.restart()
+
+
+def test_drift_on_children_is_reverted(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("drifty"), namespace=namespace)
+    wait_condition(cluster, namespace, "drifty", "Ready")
+    cluster.kubectl("scale", "deploy/drifty", "--replicas=5", "-n", namespace, check=True)
+    wait_for(
+        lambda: get(cluster, namespace, "deployment", "drifty")["spec"]["replicas"] == 1,
+        timeout=15,
+        what="the Deployment's replicas restored",
+    )
+    cluster.kubectl(
+        "set", "image", "deploy/drifty", "vllm=registry.example/evil:1", "-n", namespace, check=True
+    )
+
+    def image() -> str:
+        return str(
+            get(cluster, namespace, "deployment", "drifty")["spec"]["template"]["spec"]["containers"][0][
+                "image"
+            ]
+        )
+
+    wait_for(lambda: image() == PlanConfig().vllm_image, timeout=15, what="the Deployment's image restored")
+    wait_condition(cluster, namespace, "drifty", "Ready")
+    reasons = [
+        e["reason"]
+        for e in get(cluster, namespace, "events", "--field-selector", "involvedObject.name=drifty")["items"]
+    ]
+    assert reasons.count("DriftReverted") >= 2, reasons
+
+
+def test_scale_subresource_without_replicas_and_no_gitops_drift(
+    cluster: Cluster, operator: Running, namespace: str, tmp_path: Path
+) -> None:
+    manifest = model("unscaled")  # no spec.serving at all, as most manifests and the chart's NOTES
+    cluster.apply(manifest, namespace=namespace)
+    wait_condition(cluster, namespace, "unscaled", "Ready")
+    path = f"/apis/moorage.dev/v1alpha1/namespaces/{namespace}/opensourcemodels/unscaled/scale"
+    scale = json.loads(cluster.kubectl("get", "--raw", path, check=True).stdout)
+    assert scale["spec"]["replicas"] == 1 and scale["status"]["replicas"] == 1
+
+    # What Argo CD's server-side diff does: apply the manifest from Git as a dry run and compare.
+    live = get(cluster, namespace, "osm", "unscaled")
+    source = tmp_path / "model.json"
+    source.write_text(json.dumps(manifest))
+    result = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
+        "-n", namespace, "-f", str(source), "-o", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dry = json.loads(result.stdout)
+    assert dry["spec"] == live["spec"]
+    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
+    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")

@@ -63,10 +63,16 @@ def test_cel_rules_present() -> None:
 
 
 def test_schema_is_structural() -> None:
-    """No defaults (the operator applies them), no refs, no nulls, every object typed."""
-    schema = _version()["schema"]["openAPIV3Schema"]
+    """No defaults (the operator applies them) but the replicas the scale subresource reads, no refs, no
+    nulls, every object typed."""
+    version = _version()
+    schema = version["schema"]["openAPIV3Schema"]
+    serving = schema["properties"]["spec"]["properties"]["serving"]
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.serving.replicas"
+    assert serving["default"] == {} and serving["properties"]["replicas"]["default"] == 1
+    defaulted = [node for node in _walk(schema) if "default" in node]
+    assert defaulted == [serving, serving["properties"]["replicas"]]
     for node in _walk(schema):
-        assert "default" not in node
         assert "$ref" not in node and "anyOf" not in node and "$defs" not in node
         assert node.get("additionalProperties") is not False
         if "properties" in node:

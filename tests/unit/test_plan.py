@@ -299,3 +299,35 @@ def test_a_disruption_budget_only_with_two_replicas_or_more() -> None:
     assert budget["kind"] == "PodDisruptionBudget"
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"]["matchLabels"] == meta.selector(model())
+
+
+def test_cpu_serving_takes_no_gpu_and_sizes_memory_from_the_weights() -> None:
+    cpu = model(serving={"gpus": 0})
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True))
+    deployment = next(c for c in plan(cpu, observed, CONFIG).children if c["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == CONFIG.vllm_cpu_image
+    assert "tolerations" not in pod
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "5Gi"}, "limits": {}}
+    assert {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"} in container["env"]
+    assert "--tensor-parallel-size" not in container["args"]
+
+
+def test_gpu_serving_requests_cpu_and_memory_unless_set() -> None:
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True))
+
+    def resources(**serving: Any) -> dict[str, Any]:
+        deployment = next(
+            c for c in plan(model(serving=serving), observed, CONFIG).children if c["kind"] == "Deployment"
+        )
+        return dict(deployment["spec"]["template"]["spec"]["containers"][0]["resources"])
+
+    assert resources(gpus=2) == {
+        "requests": {"nvidia.com/gpu": "2", "cpu": "4", "memory": "5Gi"},
+        "limits": {"nvidia.com/gpu": "2"},
+    }
+    assert resources(resources={"cpu": "3", "memory": "20Gi"}) == {
+        "requests": {"nvidia.com/gpu": "1", "cpu": "3", "memory": "20Gi"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "20Gi"},
+    }

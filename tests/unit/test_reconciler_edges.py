@@ -8,7 +8,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import Status
 
 from moorage.api.resolved import HubFile, ResolvedSource
-from moorage.reconcile.reconciler import Reconciler
+from moorage.reconcile.reconciler import ApplyError, Reconciler
 from moorage.reconcile.resolver import Resolver
 
 Obj = dict[str, Any]
@@ -26,6 +26,7 @@ class FakeKube:
     def __init__(self, refusal: ApiError, model: Obj = MODEL) -> None:
         self.refusal, self.model = refusal, model
         self.status_patches: list[Obj] = []
+        self.events: list[tuple[str, str, str]] = []
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.model if kind == "OpenSourceModel" else None
@@ -39,8 +40,8 @@ class FakeKube:
     async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         self.status_patches.append(status)
 
-    async def event(self, *args: object) -> None:
-        pass
+    async def event(self, model: Obj, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
 
 
 def refusal(code: int, message: str) -> ApiError:
@@ -64,15 +65,22 @@ def test_a_namespace_being_deleted_ends_the_reconcile_quietly() -> None:
     assert kube.status_patches == []
 
 
-def test_a_real_denial_is_raised_for_the_queue_to_retry() -> None:
+def test_a_real_denial_is_raised_for_the_queue_to_retry_and_shown_on_the_model() -> None:
     kube = FakeKube(refusal(403, 'services "m" is forbidden: User "x" cannot patch resource "services"'))
-    with pytest.raises(ApiError):
+    with pytest.raises(ApplyError):
         asyncio.run(reconciler(kube)("ns", "m"))
+    conditions = {c["type"]: c for c in kube.status_patches[0]["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Reconciling"]["reason"] == "ApplyFailed"
+    assert conditions["Reconciling"]["message"] == (
+        'Service m: services "m" is forbidden: User "x" cannot patch resource "services"'
+    )
+    assert kube.events == [("Warning", "ApplyFailed", conditions["Reconciling"]["message"])]
 
 
 def test_an_invalid_stored_spec_stalls_with_the_field_named() -> None:
     """A spec the CRD let through (an older CRD, say) but the operator cannot use."""
-    bad = {**MODEL, "spec": {"source": {"uri": "hf://org/m"}, "serving": {"gpus": 0}}}
+    bad = {**MODEL, "spec": {"source": {"uri": "hf://org/m"}, "serving": {"gpus": -1}}}
     kube = FakeKube(refusal(500, "unused"), model=bad)
     assert asyncio.run(reconciler(kube)("ns", "m")) is None
     stalled = next(c for c in kube.status_patches[0]["conditions"] if c["type"] == "Stalled")

@@ -39,7 +39,19 @@ def test_tensor_parallel_follows_gpus() -> None:
             {"source": {"uri": "hf://a/b"}, "serving": {"gpus": 2, "vllm": {"tensorParallelSize": 4}}},
             "spec.serving.vllm: vllm.tensorParallelSize cannot exceed gpus",
         ),
-        ({"source": {"uri": "hf://a/b"}, "serving": {"gpus": 0}}, "spec.serving.gpus:"),
+        ({"source": {"uri": "hf://a/b"}, "serving": {"gpus": -1}}, "spec.serving.gpus:"),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"gpus": 0, "gpuProfile": "nvidia-l4"}},
+            "spec.serving.gpuProfile: gpuProfile has no meaning with gpus: 0",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"vllm": {"extraArgs": ["--port", "9000"]}}},
+            "spec.serving.vllm.extraArgs: extraArgs must not set --port",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"vllm": {"extraArgs": ["--served_model_name=x"]}}},
+            "use vllm.servedModelName",
+        ),
         ({"source": {"uri": "hf://a/b"}, "serving": {"replica": 2}}, "spec.serving.replica: unknown field"),
         ({"serving": {}}, "spec.source: required"),
         ({"source": {"uri": "hf://a/b"}, "serving": {"vllm": {"dtype": "fp64"}}}, "spec.serving.vllm.dtype:"),

@@ -30,8 +30,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* repository:tag, or repository@digest when the tag is a digest; a tag typed as a number stays text. */}}
+{{- define "moorage.tag" -}}
+{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) -}}
+{{- if hasPrefix "sha256:" $tag }}@{{ $tag }}{{ else }}:{{ $tag }}{{ end -}}
+{{- end -}}
+
 {{- define "moorage.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s%s" .Values.image.repository (include "moorage.tag" .) -}}
+{{- end -}}
+
+{{/* The fine-tune image moves with image.tag: <repository>-finetune at the same tag. */}}
+{{- define "moorage.finetuneImage" -}}
+{{- default (printf "%s-finetune%s" .Values.image.repository (include "moorage.tag" .)) .Values.operator.finetuneImage -}}
 {{- end -}}
 
 {{/*

@@ -3,13 +3,13 @@
 from typing import Any
 
 from moorage.api.model import GROUP, KIND, NAME_RULE, PLURAL, SHORT_NAMES, SINGULAR, VERSION
-from moorage.api.spec import OpenSourceModelSpec
+from moorage.api.spec import OpenSourceModelSpec, Serving
 from moorage.api.status import OpenSourceModelStatus
 
 Schema = dict[str, Any]
 
 # Keys of a JSON schema that a structural OpenAPI schema has no use for. Defaults are left out on
-# purpose: the operator applies them, so what GitOps stores is exactly what the user wrote.
+# purpose: the operator applies them, so what GitOps stores is what the user wrote (but see _spec_schema).
 _DROPPED = {"title", "default", "$defs"}
 
 PRINTER_COLUMNS = [
@@ -97,6 +97,17 @@ def _schema_of(model: type[OpenSourceModelSpec] | type[OpenSourceModelStatus]) -
     return schema
 
 
+def _spec_schema() -> Schema:
+    schema = _schema_of(OpenSourceModelSpec)
+    # The one default the API server applies: the scale subresource (kubectl scale, HPA, KEDA) fails on a
+    # model whose .spec.serving.replicas is absent, and most manifests leave it out. The stored object
+    # gains the field, which neither a server-side apply by the author nor Argo CD's diff count as drift.
+    serving = schema["properties"]["serving"]
+    serving["default"] = {}
+    serving["properties"]["replicas"]["default"] = Serving.model_fields["replicas"].default
+    return schema
+
+
 def _status_schema() -> Schema:
     schema = _schema_of(OpenSourceModelStatus)
     conditions = schema["properties"]["conditions"]
@@ -136,7 +147,7 @@ def crd() -> Schema:
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": _schema_of(OpenSourceModelSpec),
+                                "spec": _spec_schema(),
                                 "status": _status_schema(),
                             },
                         }

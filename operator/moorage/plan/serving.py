@@ -5,6 +5,8 @@ from typing import Any
 
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
+from moorage.api.resources import default_requests, kv_cache_gib
+from moorage.api.spec import Resources
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels, selector
 from moorage.plan.placement import place
@@ -20,6 +22,8 @@ TARGET_ANNOTATIONS = (
     "moorage.dev/adapter-path",
     "moorage.dev/adapter-rank",
 )
+WEIGHTS_BYTES = "moorage.dev/weights-bytes"
+"""Annotation: the size of the served weights, which the pods' resource requests are sized from."""
 STARTUP_PERIOD_SECONDS = 10
 
 
@@ -40,12 +44,14 @@ class ServingTarget:
     claim: str
     weights_path: str
     adapter: Adapter | None = None
+    weights_bytes: int = 0
+    """0 when unknown (an unresolved render): the requests are then the smallest."""
 
     def annotations(self) -> dict[str, str]:
         values = [self.revision, self.claim, self.weights_path]
         if self.adapter:
             values += [self.adapter.served_name, self.adapter.path, str(self.adapter.rank)]
-        return dict(zip(TARGET_ANNOTATIONS, values, strict=False))
+        return dict(zip(TARGET_ANNOTATIONS, values, strict=False)) | {WEIGHTS_BYTES: str(self.weights_bytes)}
 
     @staticmethod
     def from_annotations(annotations: dict[str, str]) -> "ServingTarget | None":
@@ -58,7 +64,8 @@ class ServingTarget:
         if TARGET_ANNOTATIONS[3] in annotations:
             name, adapter_path, rank = (annotations.get(key, "") for key in TARGET_ANNOTATIONS[3:])
             adapter = Adapter(name, adapter_path, int(rank or 0))
-        return ServingTarget(revision, claim, path, adapter)
+        size = annotations.get(WEIGHTS_BYTES, "0")
+        return ServingTarget(revision, claim, path, adapter, int(size) if size.isdigit() else 0)
 
 
 def served_model_name(model: OpenSourceModel) -> str:
@@ -78,9 +85,9 @@ def vllm_args(model: OpenSourceModel, target: ServingTarget) -> list[str]:
         served_model_name(model),
         "--port",
         str(PORT),
-        "--tensor-parallel-size",
-        str(serving.tensor_parallel_size()),
     ]
+    if not serving.on_cpu:
+        args += ["--tensor-parallel-size", str(serving.tensor_parallel_size())]
     optional = {
         "--max-model-len": vllm.max_model_len,
         "--dtype": vllm.dtype,
@@ -121,16 +128,25 @@ def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str,
     }
 
 
-def _resources(model: OpenSourceModel) -> dict[str, Any]:
+def _resources(model: OpenSourceModel, target: ServingTarget) -> dict[str, Any]:
     serving = model.spec.serving
-    gpus = {serving.gpu_resource_name: str(serving.gpus)}
-    requests: dict[str, str] = dict(gpus)
-    limits: dict[str, str] = dict(gpus)
-    if serving.resources and serving.resources.cpu:
-        requests["cpu"] = serving.resources.cpu
-    if serving.resources and serving.resources.memory:
-        requests["memory"] = limits["memory"] = serving.resources.memory
+    gpus = {} if serving.on_cpu else {serving.gpu_resource_name: str(serving.gpus)}
+    asked = serving.resources or Resources()
+    requests = {**gpus, **default_requests(serving, target.weights_bytes), **asked.wire()}
+    limits = {**gpus} | ({"memory": asked.memory} if asked.memory else {})
     return {"requests": requests, "limits": limits}
+
+
+def _env(model: OpenSourceModel, target: ServingTarget) -> list[dict[str, str]]:
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HOME": "/home/vllm",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    if model.spec.serving.on_cpu:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib(target.weights_bytes))
+    return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:
@@ -138,17 +154,12 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
     deadline = serving.rollout.deadline()
     container = {
         "name": "vllm",
-        "image": serving.image or config.vllm_image,
+        "image": serving.image or (config.vllm_cpu_image if serving.on_cpu else config.vllm_image),
         "command": ["vllm", "serve"],
         "args": vllm_args(model, target),
-        "env": [
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-            {"name": "HOME", "value": "/home/vllm"},
-            {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
-            {"name": "DO_NOT_TRACK", "value": "1"},
-        ],
+        "env": _env(model, target),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "resources": _resources(model),
+        "resources": _resources(model, target),
         # Loading big weights takes minutes: the startup probe allows the whole rollout deadline.
         "startupProbe": _probe("/health", STARTUP_PERIOD_SECONDS, max(deadline // STARTUP_PERIOD_SECONDS, 1)),
         "readinessProbe": _probe("/v1/models", 10, 3),
@@ -171,12 +182,12 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
         "volumes": [
             {"name": "weights", "persistentVolumeClaim": {"claimName": target.claim, "readOnly": True}},
             # NCCL and vLLM's workers exchange tensors through shared memory.
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{2 * serving.gpus}Gi"}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{2 * max(serving.gpus, 1)}Gi"}},
             {"name": "home", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }
-    return place(spec, serving.scheduling, serving.gpu_resource_name)
+    return place(spec, serving.scheduling, None if serving.on_cpu else serving.gpu_resource_name)
 
 
 def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> Manifest:

@@ -158,14 +158,23 @@ def _conditions(
 
 
 def status(
-    model: OpenSourceModel, observed: Observed, plan: Plan, config: PlanConfig, now: str
+    model: OpenSourceModel,
+    observed: Observed,
+    plan: Plan,
+    config: PlanConfig,
+    now: str,
+    *,
+    failure: Problem | None = None,
 ) -> OpenSourceModelStatus:
-    """The status to write: the previous status only lends its transition times."""
+    """The status to write: the previous status only lends its transition times. `failure` is what stopped
+    this reconcile half-way (the API server refused a child): the model is not Ready while it lasts."""
     previous = model.status
     weights = _weights(observed)
     tuned = _fine_tuned(model, observed, weights)
     stall = _stall(model, observed, weights, tuned)
     ready = _ready(model, observed, plan, weights, tuned)
+    if failure is not None:
+        ready = Verdict(False, failure.reason, failure.message)
     verdicts: dict[ConditionType, Verdict | None] = {
         T.READY: ready,
         T.RECONCILING: Verdict(

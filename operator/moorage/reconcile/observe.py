@@ -6,6 +6,8 @@ from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
 from moorage.api.quantity import gib, parse_quantity
 from moorage.api.resolved import ResolvedSource
+from moorage.api.resources import cpu_memory_bytes
+from moorage.api.spec import Resources
 from moorage.hub import HubError, check_trust
 from moorage.hub.sizing import GPU_PROFILES, estimate_fit
 from moorage.plan import finetune, weights
@@ -52,8 +54,26 @@ async def _token(kube: Kube, model: OpenSourceModel) -> str | None:
     return token
 
 
+def _check_memory(model: OpenSourceModel, resolved: ResolvedSource) -> None:
+    """On CPU the weights and the KV cache live in the pod's memory: a limit too small would OOM-kill it."""
+    memory = (model.spec.serving.resources or Resources()).memory
+    needed = cpu_memory_bytes(resolved.total_bytes)
+    if memory is not None and parse_quantity(memory) < needed:
+        raise SourceProblemError(
+            Problem(
+                "InsufficientMemory",
+                f"spec.serving.resources.memory: {memory} cannot serve {resolved.repo_id} on CPU: it needs "
+                f"~{gib(needed)} ({gib(resolved.total_bytes)} of weights, the KV cache and the engine); "
+                "raise it, or leave it unset to size it from the model",
+            )
+        )
+
+
 def _check_fit(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> None:
     serving = model.spec.serving
+    if serving.on_cpu:
+        _check_memory(model, resolved)
+        return
     profile = serving.gpu_profile or config.default_gpu_profile
     if profile not in GPU_PROFILES:
         raise SourceProblemError(

@@ -17,7 +17,9 @@ from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import ConditionType, OpenSourceModelStatus
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
+from moorage.plan.drift import drifted
 from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
+from moorage.plan.observed import Problem
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
 from moorage.reconcile.kube import Kube, Obj, namespace_terminating
@@ -33,6 +35,19 @@ EVENTS = {
     (ConditionType.READY, "True"): ("Normal", "Ready"),
     (ConditionType.STALLED, "True"): ("Warning", "Stalled"),
 }
+
+
+APPLY_FAILED = "ApplyFailed"
+
+
+class ApplyError(Exception):
+    """The API server refused a child: the model shows it (Reconciling/ApplyFailed and a Warning)."""
+
+    def __init__(self, kind: str, name: str, cause: ApiError) -> None:
+        message = " ".join((cause.status.message or str(cause)).split())
+        super().__init__(f"{kind} {name}: {message}")
+        self.cause = cause
+        self.problem = Problem(APPLY_FAILED, f"{kind} {name}: {message}", retryable=True)
 
 
 @dataclass
@@ -62,31 +77,64 @@ class Reconciler:
         the_plan = plan(model, world.observed, self.config)
         try:
             await self._apply(raw, model, the_plan, world)
-        except ApiError as error:
-            if not namespace_terminating(error):
-                raise
-            log.info("%s/%s: namespace is being deleted; the model goes with it", namespace, name)
-            return None
-        if world.observed.resolved is not None and world.observed.problem is None:
-            await self._clean_up(model, the_plan, world)
+            if world.observed.resolved is not None and world.observed.problem is None:
+                await self._clean_up(model, the_plan, world)
+        except ApplyError as error:
+            if namespace_terminating(error.cause):
+                log.info("%s/%s: namespace is being deleted; the model goes with it", namespace, name)
+                return None
+            # Never silent: the model says what the API server refused, then the queue retries with backoff.
+            failed = status(model, world.observed, the_plan, self.config, _now(), failure=error.problem)
+            await self._write_status(raw, previous, failed)
+            raise
         new = status(model, world.observed, the_plan, self.config, _now())
         await self._write_status(raw, previous, new)
         return _next_look(new)
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
-        uid = model.metadata.uid
         for manifest in the_plan.children:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
-            live = world.live.get((kind, name))
-            if live is not None and _up_to_date(live, manifest, uid):
-                continue
-            # A volume shared by several models is co-owned: each model applies its own owner reference
-            # under a field manager of its own, so no model's apply removes another's.
-            shared = kind == "PersistentVolumeClaim"
-            await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
-            log.info("%s/%s: applied %s %s", model.metadata.namespace, model.metadata.name, kind, name)
-            if kind == "Deployment":
-                await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
+            try:
+                await self._apply_child(raw, model, the_plan, manifest, world.live.get((kind, name)))
+            except ApiError as error:
+                raise ApplyError(kind, name, error) from error
+
+    async def _apply_child(
+        self, raw: Obj, model: OpenSourceModel, the_plan: Plan, manifest: Obj, live: Obj | None
+    ) -> None:
+        namespace, uid = model.metadata.namespace, model.metadata.uid
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        changed = live is None or not _up_to_date(live, manifest, uid)
+        if live is not None and kind == "Job":
+            if not changed or _succeeded(live):
+                return  # a finished Job's result stands: a new operator image or hub endpoint keeps it
+            # A Job's template is immutable: this one goes, and its deletion's event brings the new one.
+            await self.kube.delete("Job", namespace, name)
+            log.info("%s/%s: replacing Job %s (its template changed)", namespace, model.metadata.name, name)
+            return
+        fields = [] if live is None or changed else drifted(live, manifest)
+        if not changed and not fields:
+            return
+        # A volume shared by several models is co-owned: each model applies its own owner reference
+        # under a field manager of its own, so no model's apply removes another's.
+        shared = kind == "PersistentVolumeClaim"
+        await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
+        if fields:
+            log.info(
+                "%s/%s: restored %s %s (changed outside moorage: %s)",
+                namespace,
+                model.metadata.name,
+                kind,
+                name,
+                ", ".join(fields[:5]),
+            )
+            await self.kube.event(
+                raw, "Normal", "DriftReverted", f"{kind} {name}: restored {', '.join(fields[:5])}"
+            )
+            return
+        log.info("%s/%s: applied %s %s", namespace, model.metadata.name, kind, name)
+        if kind == "Deployment":
+            await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
     async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
@@ -136,6 +184,11 @@ class Reconciler:
         await self.kube.patch_status(metadata["namespace"], metadata["name"], patch)
         for condition in new.conditions:
             before = previous.condition(ConditionType(condition.type))
+            if condition.reason == APPLY_FAILED and condition.type == ConditionType.RECONCILING:
+                # Each new refusal once (the queue retries the same one with backoff).
+                if before is None or (before.reason, before.message) != (APPLY_FAILED, condition.message):
+                    await self.kube.event(raw, "Warning", APPLY_FAILED, condition.message)
+                continue
             if before is not None and before.status == condition.status:
                 continue
             event = EVENTS.get((ConditionType(condition.type), condition.status))
@@ -175,6 +228,11 @@ def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
         SPEC_HASH
     ]
     return same and _owned_by(live, uid)
+
+
+def _succeeded(job: Obj) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
 
 
 def _owned_by(obj: Obj, uid: str | None) -> bool:
