@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from moorage.plan.config import (
     PlanConfig,
 )
 from moorage.plan.observed import JobState, Observed
+from moorage.reconcile.checks import serving_problem
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
 PROGRAMS = {
@@ -74,25 +76,42 @@ def _plan_config(args: argparse.Namespace) -> PlanConfig:
     )
 
 
-def load_models(path: str) -> list[OpenSourceModel]:
-    """Every OpenSourceModel in a YAML file ('-' for stdin), validated; errors name the document and field."""
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _documents(path: str) -> list[tuple[str, Any]]:
+    """(where, document) of a file, stdin ('-'), or every manifest file of a directory in name order."""
+    if path != "-" and Path(path).is_dir():
+        files = sorted(f for f in Path(path).iterdir() if f.suffix in MANIFEST_SUFFIXES and f.is_file())
+        return [found for file in files for found in _documents(str(file))]
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    models = []
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d]
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
-        raise UsageError(f"{path}: not valid YAML: {error}") from error
-    for index, doc in enumerate(documents):
-        where = f"{path}[{index}]" if len(documents) > 1 else path
-        if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("apiVersion") != API_VERSION:
-            raise UsageError(f"{where}: expected apiVersion {API_VERSION}, kind {KIND}")
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
+    return [(f"{path}[{i}]" if len(documents) > 1 else path, doc) for i, doc in enumerate(documents)]
+
+
+def load_models(path: str) -> list[OpenSourceModel]:
+    """Every OpenSourceModel in a file, stdin or a directory, validated as the API server would; other kinds
+    beside them (a Secret, a Namespace) are skipped. Errors name the document and the field."""
+    models = []
+    for where, doc in _documents(path):
+        if not isinstance(doc, dict):
+            raise UsageError(f"{where}: not a Kubernetes object")
+        if doc.get("kind") != KIND:
+            continue
+        if doc.get("apiVersion") != API_VERSION:
+            raise UsageError(f"{where}: {KIND} must have apiVersion {API_VERSION}")
         try:
             metadata = ObjectMeta.model_validate({"uid": RENDER_UID, **(doc.get("metadata") or {})})
-            spec = OpenSourceModelSpec.model_validate(doc.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(doc.get("spec") or {})
         except ValidationError as error:
             root = "metadata" if error.title == "ObjectMeta" else "spec"
             raise UsageError(f"{where}: {describe(error, root)}") from error
         models.append(OpenSourceModel(metadata=metadata, spec=spec))
+    if not models:
+        raise UsageError(f"{path}: no {API_VERSION} {KIND} in it")
     return models
 
 
@@ -103,6 +122,7 @@ def _unresolved(model: OpenSourceModel) -> ResolvedSource:
 
 def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSource, ResolvedSource | None]:
     from moorage.hub import HubError, resolve  # noqa: PLC0415 - the hub client loads only when asked for
+    from moorage.hub.errors import TOKEN_HINT  # noqa: PLC0415
 
     token = os.environ.get("HF_TOKEN")
     source, tune = model.spec.source, model.spec.fine_tune
@@ -112,7 +132,9 @@ def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSour
         if tune and tune.dataset.from_hub:
             dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
     except HubError as error:
-        raise UsageError(f"{model.metadata.name}: {error.reason}: {error.message}") from error
+        # Here the token is the user's own, from HF_TOKEN, not the model's Secret.
+        message = error.message.replace(TOKEN_HINT, "set HF_TOKEN to a hub token that has access")
+        raise UsageError(f"{model.metadata.name}: {error.reason}: {message}") from error
     return resolved, dataset
 
 
@@ -121,6 +143,9 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
     manifests = []
     for model in models:
         resolved, dataset = _resolve(model, config.hf_endpoint) if resolve else (_unresolved(model), None)
+        problem = serving_problem(model, resolved, config) if resolve else None
+        if problem is not None:
+            raise UsageError(f"{model.metadata.name}: {problem.reason}: {problem.message}")
         done = JobState(succeeded=True)
         observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done)
         manifests += plan(model, observed, config).children
@@ -198,6 +223,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="moorage", description=__doc__)
+    root.add_argument("--version", action="version", version=f"moorage {version('moorage')}")
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the cluster of the current kubeconfig")
@@ -209,7 +235,9 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     render_ = commands.add_parser("render", help="print the children a model would get, for review")
-    render_.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    render_.add_argument(
+        "-f", "--filename", required=True, help="manifest file, a directory of them, or - for stdin"
+    )
     render_.add_argument("--resolve", action="store_true", help="ask the hub for the commit and the files")
     _config_arguments(render_)
     render_.set_defaults(handler=_cmd_render)

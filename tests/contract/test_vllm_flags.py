@@ -102,6 +102,7 @@ def _matrix() -> dict[str, list[str]]:
     cases["tensor-parallel-explicit"] = vllm_args(
         _model(serving={"gpus": 4}, vllm={"tensorParallelSize": 2}), TARGET
     )
+    cases["cpu"] = vllm_args(_model(serving={"gpus": 0}), TARGET)
     cases["served-model-name"] = vllm_args(_model(vllm={"servedModelName": "org/Model-7B.v2"}), TARGET)
     cases["trust-remote-code"] = vllm_args(
         _model(source={"uri": "hf://org/model", "trustRemoteCode": True}), TARGET

@@ -346,8 +346,13 @@ def test_gated_model_needs_its_token(cluster: Cluster, operator: Running, namesp
     }
     with_token = model("gated", uri=f"hf://{TINY_GATED}")
     with_token["spec"]["source"]["tokenSecretRef"] = {"name": "hf"}
-    cluster.apply(secret, with_token, namespace=namespace)
-    wait_condition(cluster, namespace, "gated", "Ready")
+    cluster.apply(with_token, namespace=namespace)
+    missing = wait_condition(cluster, namespace, "gated", "Ready", "False", reason="TokenSecretNotFound")
+    assert missing["message"] == (
+        f"spec.source.tokenSecretRef: Secret 'hf' not found in namespace {namespace!r}"
+    ), missing["message"]
+    cluster.apply(secret, namespace=namespace)
+    wait_condition(cluster, namespace, "gated", "Ready", timeout=90)
     everything = cluster.kubectl("get", "osm,deploy,jobs,events,pods", "-n", namespace, "-o", "yaml").stdout
     assert DEMO_TOKEN not in everything and DEMO_TOKEN not in operator.process.log()
 
@@ -540,3 +545,35 @@ def test_scale_subresource_without_replicas_and_no_gitops_drift(
     assert dry["spec"] == live["spec"]
     assert dry["metadata"].get("labels") == live["metadata"].get("labels")
     assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
+
+
+def test_hub_outage_at_restart_keeps_ready_models_ready_and_stalled_ones_stalled(
+    cluster: Cluster, operator: Running, hub: FakeHub, namespace: str
+) -> None:
+    cluster.apply(model("steady"), model("missing", uri="hf://moorage/no-such-model"), namespace=namespace)
+    wait_condition(cluster, namespace, "steady", "Ready")
+    wait_condition(cluster, namespace, "missing", "Stalled", reason="RepoNotFound")
+    hub.fail(503, times=None)  # every API call, from now on
+    try:
+        operator.restart()
+        wait_for(
+            lambda: "the pinned" in operator.process.log(),
+            timeout=TIMEOUT,
+            what="the operator to meet the outage",
+        )
+        cluster.kubectl("scale", "osm/steady", "--replicas=2", "-n", namespace, check=True)
+        wait_for(
+            lambda: len(ready_pods(cluster, namespace, "steady")) == 2,
+            timeout=TIMEOUT,
+            what="scaled in the outage",
+        )
+        ready = wait_condition(cluster, namespace, "steady", "Ready")
+        weights = wait_condition(cluster, namespace, "steady", "WeightsReady")
+        assert "cannot be reached" in weights["message"], weights
+        assert (
+            ready["observedGeneration"] == get(cluster, namespace, "osm", "steady")["metadata"]["generation"]
+        )
+        stalled = condition(cluster, namespace, "missing", "Stalled")
+        assert stalled is not None and (stalled["status"], stalled["reason"]) == ("True", "RepoNotFound")
+    finally:
+        hub.clear_faults()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from moorage.api.programs import ExitCode
@@ -61,7 +62,9 @@ spec: {source: {uri: hf://a/b}, serving: {gpus: 2, vllm: {tensorParallelSize: 4}
 
 def test_wrong_kind_and_missing_file() -> None:
     result = moorage("render", "-f", "-", stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-    assert result.returncode == 2 and "expected apiVersion moorage.dev/v1alpha1" in result.stderr
+    assert result.returncode == 2 and "no moorage.dev/v1alpha1 OpenSourceModel in it" in result.stderr
+    result = moorage("render", "-f", "-", stdin="")
+    assert result.returncode == 2 and "no moorage.dev/v1alpha1 OpenSourceModel" in result.stderr
     result = moorage("render", "-f", "/nonexistent.yaml")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nonexistent" in result.stderr
 
@@ -117,3 +120,63 @@ def test_run_without_a_cluster_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("moorage: no cluster to talk to") and "Traceback" not in result.stderr
+
+
+MODEL_YAML = "apiVersion: moorage.dev/v1alpha1\nkind: OpenSourceModel\nmetadata: {name: m}\nspec:\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "  source: {uri: hf://a/b, trust_remote_code: true}",
+            "spec.source.trust_remote_code: unknown field",
+        ),
+        (
+            '  source: {uri: hf://a/b, trustRemoteCode: "yes"}',
+            "spec.source.trustRemoteCode: must be true or false",
+        ),
+        ('  source: {uri: hf://a/b, revision: "main "}', "spec.source.revision:"),
+        (
+            "  source: {uri: hf://a/b}\n  fineTune: {dataset: {uri: /data/train.jsonl}}",
+            "spec.fineTune.dataset.uri: must be hf://datasets/<org>/<name> or pvc://<claim>/<path>",
+        ),
+        (
+            "  source: {uri: hf://a/b, tokenSecretRef: hf-token}",
+            "spec.source.tokenSecretRef: must be an object",
+        ),
+        (
+            "  source: {uri: hf://a/b}\n  serving: {replicas: '2'}",
+            "spec.serving.replicas: must be an integer",
+        ),
+    ],
+)
+def test_render_refuses_what_the_crd_refuses(spec: str, message: str) -> None:
+    result = moorage("render", "-f", "-", stdin=MODEL_YAML + spec + "\n")
+    assert result.returncode == 2, result.stdout
+    assert (
+        message in result.stderr and "Traceback" not in result.stderr and "instance of" not in result.stderr
+    )
+
+
+def test_render_takes_a_directory_and_other_kinds_beside_models(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n"
+        + MODEL_YAML
+        + "  source: {uri: hf://a/b}\n"
+    )
+    (tmp_path / "b.yml").write_text(MODEL_YAML.replace("name: m", "name: n") + "  source: {uri: hf://a/c}\n")
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    result = moorage("render", "-f", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("kind: Deployment") == 2
+
+
+def test_yaml_errors_fit_on_one_line() -> None:
+    result = moorage("render", "-f", "-", stdin="spec: [\n")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_version() -> None:
+    result = moorage("--version")
+    assert result.returncode == 0 and result.stdout.startswith("moorage ")

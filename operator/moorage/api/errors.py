@@ -3,6 +3,18 @@
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
+PLAIN_MESSAGES = {
+    # pydantic's own words name Python classes ("instance of SecretKeyRef"); a manifest's author reads YAML.
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "list_type": "must be a list",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+}
+
 
 def field_path(loc: tuple[int | str, ...], root: str = "") -> str:
     path = root
@@ -23,6 +35,11 @@ def describe(error: ValidationError, root: str = "") -> str:
             message = "unknown field"
         elif item["type"] == "missing":
             message = "required"
+        elif item["type"] in PLAIN_MESSAGES:
+            message = PLAIN_MESSAGES[item["type"]]
         loc = item["loc"] + ((item["ctx"]["field"],) if item.get("ctx", {}).get("field") else ())
-        parts.append(f"{field_path(loc, root) or 'object'}: {message}")
+        path = field_path(loc, root) or "object"
+        if item["type"] == "extra_forbidden":  # the key as written (trust_remote_code), not as it should be
+            path = f"{field_path(loc[:-1], root)}.{loc[-1]}".lstrip(".")
+        parts.append(f"{path}: {message}")
     return "; ".join(parts)

@@ -1,8 +1,9 @@
 """spec.fineTune: train a LoRA adapter on the user's data, then serve base + adapter."""
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from moorage.api.base import ApiModel
 from moorage.api.scheduling import Scheduling
@@ -13,15 +14,20 @@ DATASET_URI_PATTERN = (
 )
 
 
+IN_CLUSTER = "in-cluster"
+"""Validation context key: the spec is a cluster's (a manifest or a stored object), not a local run's."""
+
+
 class Dataset(ApiModel):
     """The training data."""
 
-    # The pattern binds in the cluster only (CRD schema): the fine-tune program also takes local paths.
+    # The pattern binds in the cluster only (the CRD schema, and Python with the IN_CLUSTER context):
+    # the fine-tune program also takes local paths.
     uri: Annotated[str, Field(max_length=512, json_schema_extra={"pattern": DATASET_URI_PATTERN})]
     """hf://datasets/<org>/<name> (pulled through the same verified path as weights) or
     pvc://<claim>/<path> (a JSON/JSONL/Parquet file or directory on an existing claim in the namespace).
     The fine-tune program also takes a local path, for runs outside a cluster."""
-    revision: Annotated[str, Field(min_length=1, max_length=255)] = "main"
+    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")] = "main"
     """Branch, tag or commit of an hf:// dataset."""
     split: Annotated[str, Field(min_length=1, max_length=63)] = "train"
     format: Literal["chat", "instruction", "text"] = "chat"
@@ -31,6 +37,13 @@ class Dataset(ApiModel):
     prompt_field: Annotated[str, Field(min_length=1)] = "prompt"
     completion_field: Annotated[str, Field(min_length=1)] = "completion"
     text_field: Annotated[str, Field(min_length=1)] = "text"
+
+    @field_validator("uri")
+    @classmethod
+    def _cluster_uri(cls, uri: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get(IN_CLUSTER) and not re.match(DATASET_URI_PATTERN, uri):
+            raise ValueError("must be hf://datasets/<org>/<name> or pvc://<claim>/<path>")
+        return uri
 
     @property
     def from_hub(self) -> bool:

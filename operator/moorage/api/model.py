@@ -49,6 +49,11 @@ class OpenSourceModel(ApiModel):
     spec: OpenSourceModelSpec
     status: OpenSourceModelStatus = OpenSourceModelStatus()
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name), as log lines print it."""
+        return self.metadata.namespace, self.metadata.name
+
     @classmethod
     def parse(cls, obj: dict[str, Any]) -> "OpenSourceModel":
         return cls.model_validate(obj)

@@ -33,5 +33,5 @@ def parse_quantity(text: str) -> Decimal:
 
 
 def gib(n: float) -> str:
-    """A byte count as people read it in status and events: "14.2 GiB"."""
-    return f"{n / GIB:.1f} GiB"
+    """A byte count as people read it in status and events: "14.2 GiB", or "3.5 MiB" below a GiB."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"

@@ -43,7 +43,21 @@ class ResolvedSource:
     """The model's config asks for custom code (auto_map), which vLLM runs only with trust_remote_code."""
     notes: tuple[str, ...] = ()
     """Things the user should know about the selection, e.g. that pickled .bin weights were taken."""
+    pinned: "Pinned | None" = None
+    """Set when the hub could not be asked and the model's status stood in for it (files is then empty)."""
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return self.pinned.bytes if self.pinned else sum(f.size for f in self.files)
+
+    @property
+    def file_count(self) -> int:
+        return self.pinned.files if self.pinned else len(self.files)
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a model's status remembers of a resolution: enough to keep serving it while the hub is down."""
+
+    files: int
+    bytes: int

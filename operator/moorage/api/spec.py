@@ -5,17 +5,20 @@ what Git holds and what the cluster holds stay the same object and GitOps sees n
 """
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from moorage.api.base import ApiModel, Rule
-from moorage.api.finetune import FineTune
+from moorage.api.finetune import IN_CLUSTER, FineTune
+from moorage.api.layout import content_hash
 from moorage.api.scheduling import Scheduling
 
 MODEL_URI_PATTERN = r"^[a-z][a-z0-9+.-]*://.+$"
 HF_MODEL_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+REVISION_PATTERN = r"^\S+$"
+"""A branch, tag or sha has no whitespace: a stray space would resolve to nothing, or to another ref."""
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
 Quantity = Annotated[str, Field(pattern=QUANTITY, max_length=32)]
@@ -45,7 +48,7 @@ class Source(ApiModel):
     uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
     """hf://<org>/<name>, a model repository on the Hugging Face hub (or the hub at the operator's
     HF_ENDPOINT)."""
-    revision: Annotated[str, Field(min_length=1, max_length=255)] = "main"
+    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=REVISION_PATTERN)] = "main"
     """Branch, tag or commit sha. A branch is resolved to a commit once; status.resolvedRevision pins it,
     and the weights change only when the branch moves and the operator resolves it again."""
     token_secret_ref: SecretKeyRef | None = None
@@ -57,6 +60,10 @@ class Source(ApiModel):
     """Glob patterns of the files to pull. Default: safetensors weights, configs and tokenizer files."""
     trust_remote_code: bool = False
     """Let vLLM run the model repository's own Python code. Off unless you trust the repository."""
+
+    def fingerprint(self) -> str:
+        """Same uri, revision and files: the same resolution on the hub."""
+        return content_hash(self.uri, self.revision, self.include, length=16)
 
 
 MANAGED_FLAGS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -229,3 +236,10 @@ class OpenSourceModelSpec(ApiModel):
     cache: Cache = Cache()
     fine_tune: FineTune | None = None
     """Train a LoRA adapter first, then serve base + adapter."""
+
+    @classmethod
+    def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":
+        """A spec as the API server takes it, so `moorage render` refuses what `kubectl apply` refuses:
+        camelCase keys only, no coercion ("yes" is not a boolean, 1 not a string), and the cluster's
+        rules (a dataset is hf:// or pvc://; the fine-tune program alone also takes a path)."""
+        return cls.model_validate(raw, strict=True, by_alias=True, by_name=False, context={IN_CLUSTER: True})

@@ -63,6 +63,9 @@ class WeightsStatus(ApiModel):
     """Where the snapshot lies on that claim."""
     progress: str | None = None
     """While the pull runs: bytes done of the total, and the rate (from the pull's log)."""
+    source_hash: str | None = None
+    """Which spec.source (uri, revision, include) these weights were resolved for: while the hub cannot be
+    reached, a model whose source is unchanged keeps serving the commit pinned here."""
 
 
 class FineTuneStatus(ApiModel):
@@ -73,6 +76,8 @@ class FineTuneStatus(ApiModel):
     path: str | None = None
     served_model_name: str | None = None
     """Put this in the OpenAI request's `model` to get the fine-tuned model."""
+    dataset_revision: str | None = None
+    """The commit of an hf:// dataset the adapter was trained on."""
     steps: int | None = None
     final_loss: float | None = None
     duration_seconds: float | None = None

@@ -13,6 +13,7 @@ from moorage.plan.observed import JobState, Observed, Problem
 from moorage.plan.serving import endpoint, served_model_name
 
 T = ConditionType
+HUB_DOWN = "the hub cannot be reached, so the commit pinned in status stands"
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ def _weights(observed: Observed) -> Verdict:
     if resolved is None:
         return Verdict(False, "Resolving", "resolving the source revision on the hub")
     what = (
-        f"{resolved.repo_id}@{resolved.sha[:12]} ({len(resolved.files)} files, {gib(resolved.total_bytes)})"
+        f"{resolved.repo_id}@{resolved.sha[:12]} ({resolved.file_count} files, {gib(resolved.total_bytes)})"
     )
     pull = observed.pull
     if pull is not None and pull.succeeded:
+        if resolved.pinned:
+            return Verdict(True, "Pulled", f"{what} verified on the cache volume; {HUB_DOWN}")
         return Verdict(True, "Pulled", f"{what} verified on the cache volume")
     if pull is not None and pull.progress:
         return Verdict(False, "Pulling", f"pulling {what}: {pull.progress}")
@@ -199,6 +202,7 @@ def status(
             steps=_int(details.get("steps")),
             final_loss=_float(details.get("finalLoss")),
             duration_seconds=_float(details.get("seconds")),
+            dataset_revision=observed.dataset.sha if observed.dataset else None,
         )
     return OpenSourceModelStatus(
         observed_generation=model.metadata.generation,
@@ -206,11 +210,12 @@ def status(
         resolved_revision=resolved.sha if resolved else previous.resolved_revision,
         serving_revision=plan.target.revision if plan.target else None,
         weights=WeightsStatus(
-            files=len(resolved.files),
+            files=resolved.file_count,
             bytes=resolved.total_bytes,
             progress=observed.pull.progress if observed.pull and not observed.pull.succeeded else None,
             claim=plan.desired.claim if plan.desired else None,
             path=plan.desired.weights_path if plan.desired else None,
+            source_hash=model.spec.source.fingerprint(),
         )
         if resolved
         else previous.weights,

@@ -1,6 +1,5 @@
 """The few Kubernetes calls the operator makes, as plain dicts in and out (lightkube underneath)."""
 
-import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -91,12 +90,6 @@ class Kube:
             ]
         except ApiError:
             return []
-
-    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        """None when the Secret or the key is missing."""
-        secret = await self.get("Secret", namespace, name)
-        encoded = ((secret or {}).get("data") or {}).get(key)
-        return base64.b64decode(encoded).decode() if encoded else None
 
     async def event(self, model: Obj, type_: str, reason: str, message: str) -> None:
         metadata = model["metadata"]

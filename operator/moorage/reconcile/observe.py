@@ -1,21 +1,24 @@
 """Reading the world of one model: its source on the hub, its children, their pods."""
 
+import base64
+import logging
 from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
-from moorage.api.quantity import gib, parse_quantity
-from moorage.api.resolved import ResolvedSource
-from moorage.api.resources import cpu_memory_bytes
-from moorage.api.spec import Resources
+from moorage.api.resolved import Pinned, ResolvedSource
+from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
-from moorage.hub.sizing import GPU_PROFILES, estimate_fit
+from moorage.hub.uri import parse_uri
 from moorage.plan import finetune, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import selector
 from moorage.plan.observed import DeploymentState, JobState, Observed, Problem, unschedulable_message
+from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
+
+log = logging.getLogger("moorage.reconcile")
 
 PROGRESS_PREFIX = "pull: "
 """What `moorage pull` starts its progress lines with."""
@@ -41,73 +44,19 @@ async def _token(kube: Kube, model: OpenSourceModel) -> str | None:
     ref = model.spec.source.token_secret_ref
     if ref is None:
         return None
-    token = await kube.secret_value(model.metadata.namespace, ref.name, ref.key)
-    if token is None:
-        raise SourceProblemError(
-            Problem(
-                "TokenSecretNotFound",
-                f"spec.source.tokenSecretRef: no key {ref.key!r} in Secret {ref.name!r} of namespace "
-                f"{model.metadata.namespace!r}",
-                retryable=True,
-            )
+    namespace = model.metadata.namespace
+    secret = await kube.get("Secret", namespace, ref.name)
+    encoded = ((secret or {}).get("data") or {}).get(ref.key)
+    if encoded:
+        return base64.b64decode(encoded).decode()
+    missing = f"no key {ref.key!r} in Secret {ref.name!r}" if secret else f"Secret {ref.name!r} not found"
+    raise SourceProblemError(
+        Problem(
+            "TokenSecretNotFound",
+            f"spec.source.tokenSecretRef: {missing} in namespace {namespace!r}",
+            retryable=True,
         )
-    return token
-
-
-def _check_memory(model: OpenSourceModel, resolved: ResolvedSource) -> None:
-    """On CPU the weights and the KV cache live in the pod's memory: a limit too small would OOM-kill it."""
-    memory = (model.spec.serving.resources or Resources()).memory
-    needed = cpu_memory_bytes(resolved.total_bytes)
-    if memory is not None and parse_quantity(memory) < needed:
-        raise SourceProblemError(
-            Problem(
-                "InsufficientMemory",
-                f"spec.serving.resources.memory: {memory} cannot serve {resolved.repo_id} on CPU: it needs "
-                f"~{gib(needed)} ({gib(resolved.total_bytes)} of weights, the KV cache and the engine); "
-                "raise it, or leave it unset to size it from the model",
-            )
-        )
-
-
-def _check_fit(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> None:
-    serving = model.spec.serving
-    if serving.on_cpu:
-        _check_memory(model, resolved)
-        return
-    profile = serving.gpu_profile or config.default_gpu_profile
-    if profile not in GPU_PROFILES:
-        raise SourceProblemError(
-            Problem(
-                "UnknownGPUProfile",
-                f"spec.serving.gpuProfile: {profile!r} is not one of {', '.join(sorted(GPU_PROFILES))}",
-            )
-        )
-    if resolved.parameters is None:
-        return
-    fit = estimate_fit(
-        parameters=resolved.parameters,
-        weights_dtype=resolved.dtype,
-        quantization=serving.vllm.quantization,
-        dtype_override=serving.vllm.dtype,
-        gpus=serving.tensor_parallel_size(),
-        gpu_memory_bytes=GPU_PROFILES[profile].memory_bytes,
-        gpu_name=profile,
-        gpu_memory_utilization=serving.vllm.gpu_memory_utilization or 0.9,
     )
-    if not fit.fits:
-        raise SourceProblemError(Problem("InsufficientGPUMemory", f"spec.serving.gpus: {fit.message}"))
-
-
-def _check_cache(model: OpenSourceModel, resolved: ResolvedSource) -> None:
-    size = model.spec.cache.size
-    if size is not None and parse_quantity(size) < resolved.total_bytes:
-        raise SourceProblemError(
-            Problem(
-                "CacheTooSmall",
-                f"spec.cache.size: {size} cannot hold the {gib(resolved.total_bytes)} of files of "
-                f"{resolved.repo_id}@{resolved.sha[:12]}; leave it unset to size the volume from the files",
-            )
-        )
 
 
 async def _sources(
@@ -123,10 +72,50 @@ async def _sources(
         if tune and tune.dataset.from_hub:
             dataset = await resolver(tune.dataset.uri, tune.dataset.revision, None, token)
     except HubError as error:
-        raise SourceProblemError(Problem(error.reason, error.message, error.retryable)) from error
-    _check_fit(model, resolved, config)
-    _check_cache(model, resolved)
+        if not error.retryable:
+            raise SourceProblemError(Problem(error.reason, error.message)) from error
+        # The hub is down (an operator restart forgot what it said): what status pinned still stands.
+        resolved, dataset = _as_pinned(model, error)
+    problem = serving_problem(model, resolved, config)
+    if problem is not None:
+        raise SourceProblemError(problem)
     return resolved, dataset
+
+
+def _as_pinned(model: OpenSourceModel, error: HubError) -> tuple[ResolvedSource, ResolvedSource | None]:
+    """The resolution the model's status remembers, for a source the spec has not changed since; else the
+    outage (retried). A model stalled for a reason a person must fix stays stalled: nothing the hub could
+    say now is known, and the spec is the one that stalled."""
+    previous, spec = model.status, model.spec
+    stalled = previous.condition(ConditionType.STALLED)
+    if stalled and stalled.status == "True" and previous.observed_generation == model.metadata.generation:
+        raise SourceProblemError(Problem(stalled.reason, stalled.message))
+    weights, tuned = previous.weights, previous.fine_tune
+    pulled = previous.condition(ConditionType.WEIGHTS_READY)
+    dataset = spec.fine_tune.dataset if spec.fine_tune and spec.fine_tune.dataset.from_hub else None
+    dataset_sha = tuned.dataset_revision if tuned else None
+    if (
+        weights is None
+        or weights.source_hash != spec.source.fingerprint()
+        or previous.resolved_revision is None
+        or pulled is None
+        or pulled.status != "True"
+        or (dataset is not None and dataset_sha is None)
+    ):
+        raise SourceProblemError(Problem(error.reason, error.message, retryable=True)) from error
+    sha = previous.resolved_revision
+    log.warning("%s/%s: %s; the pinned %s stands", *model.key, error.message, sha[:12])
+    resolved = _pinned(spec.source.uri, spec.source.revision, sha, weights)
+    if dataset is None or dataset_sha is None:
+        return resolved, None
+    return resolved, _pinned(dataset.uri, dataset.revision, dataset_sha, WeightsStatus())
+
+
+def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> ResolvedSource:
+    repo_id, repo_type = parse_uri(uri)
+    return ResolvedSource(
+        uri, repo_id, repo_type, revision, sha, (), pinned=Pinned(weights.files or 0, weights.bytes or 0)
+    )
 
 
 def termination_report(pods: list[Obj], container: str) -> Report | None:

@@ -63,7 +63,7 @@ class Reconciler:
             return None  # garbage collection removes the children through their owner references
         previous = _previous_status(raw)
         try:
-            spec = OpenSourceModelSpec.model_validate(raw.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(raw.get("spec") or {})
         except ValidationError as error:
             message = describe(error, "spec")
             log.warning("%s/%s: invalid spec: %s", namespace, name, message)
