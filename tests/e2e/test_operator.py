@@ -442,8 +442,20 @@ def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) 
             "spec.serving.gpuProfile",
         ),
         (f"hf://{TINY_MODEL}", {"cache": {"size": "1Ki"}}, "CacheTooSmall", "spec.cache.size"),
+        (
+            f"hf://{TINY_MODEL}",
+            {"fineTune": {"dataset": {"uri": "pvc://no-such-claim/train.jsonl"}}},
+            "DatasetClaimNotFound",
+            "spec.fineTune.dataset.uri: PersistentVolumeClaim 'no-such-claim' not found",
+        ),
+        (
+            f"hf://{TINY_MODEL}",
+            {"serving": {"gpus": 0, "resources": {"memory": "1Mi"}}},
+            "InsufficientMemory",
+            "spec.serving.resources.memory: 1Mi cannot serve",
+        ),
     ],
-    ids=["missing-repo", "remote-code", "unknown-gpu", "small-cache"],
+    ids=["missing-repo", "remote-code", "unknown-gpu", "small-cache", "missing-dataset-claim", "cpu-memory"],
 )
 def test_user_errors_stall_and_take_no_gpu(
     cluster: Cluster, operator: Running, namespace: str, uri: str, spec: Obj, reason: str, words: str

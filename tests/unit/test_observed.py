@@ -1,7 +1,7 @@
 """Reading API objects into the facts the plan uses: Jobs, their pods' reports, Deployments, pending pods."""
 
 from moorage.api.programs import Report
-from moorage.plan.observed import DeploymentState, JobState, unschedulable_message
+from moorage.plan.observed import DeploymentState, JobState, Problem, start_problem, unschedulable_message
 from moorage.reconcile.observe import termination_report
 
 FAILED = Report(ok=False, reason="DatasetInvalid", message="row 3: missing field 'completion'")
@@ -95,3 +95,30 @@ def test_unschedulable_message_comes_from_the_scheduler() -> None:
     assert (
         unschedulable_message([running, pending]) == "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     )
+
+
+def test_a_job_pod_that_cannot_start_says_why() -> None:
+    pulling = {
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "pull",
+                    "image": "registry.example/moorage:9",
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+                }
+            ],
+        }
+    }
+    problem = start_problem([pulling])
+    assert problem is not None and problem.reason == "ImagePullFailed" and problem.retryable
+    assert problem.message == "container pull (registry.example/moorage:9): Back-off pulling image"
+    pending = {
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"}
+            ]
+        }
+    }
+    assert start_problem([pending]) == Problem("Unschedulable", "0/3 nodes", retryable=True)
+    assert start_problem([{"status": {"phase": "Running"}}]) is None

@@ -32,6 +32,8 @@ class JobState:
     """The Job's Failed condition message (backoff limit, deadline, pod failure policy)."""
     progress: str | None = None
     """The program's last progress line while it runs, e.g. "3.1 GiB / 14.2 GiB (21.8%), 96.0 MiB/s"."""
+    blocked: "Problem | None" = None
+    """Why the Job's pod cannot start (unschedulable, its image cannot be pulled), while it cannot."""
 
     @staticmethod
     def from_job(job: dict[str, Any], report: Report | None = None) -> "JobState":
@@ -93,6 +95,32 @@ class DeploymentState:
             and self.ready_replicas == self.desired_replicas
             and self.replicas == self.desired_replicas
         )
+
+
+START_FAILURES = {
+    "ErrImagePull": "ImagePullFailed",
+    "ImagePullBackOff": "ImagePullFailed",
+    "InvalidImageName": "ImagePullFailed",
+    "CreateContainerConfigError": "PodConfigInvalid",
+}
+"""Waiting reasons of a container that will not start by itself, and the condition reason that says so."""
+
+
+def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
+    """Why a pod of a Job cannot start: the scheduler finds no node, or a container cannot be created."""
+    if (unschedulable := unschedulable_message(pods)) is not None:
+        return Problem("Unschedulable", unschedulable, retryable=True)
+    for pod in pods:
+        status = pod.get("status") or {}
+        containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        for container in containers:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = START_FAILURES.get(waiting.get("reason", ""))
+            if reason:
+                what = f"container {container.get('name')} ({container.get('image', '')})"
+                detail = waiting.get("message") or waiting["reason"]
+                return Problem(reason, f"{what}: {detail}", retryable=True)
+    return None
 
 
 def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:

@@ -41,6 +41,8 @@ def _weights(observed: Observed) -> Verdict:
         if resolved.pinned:
             return Verdict(True, "Pulled", f"{what} verified on the cache volume; {HUB_DOWN}")
         return Verdict(True, "Pulled", f"{what} verified on the cache volume")
+    if pull is not None and pull.blocked:
+        return Verdict(False, pull.blocked.reason, f"the pull Job's pod cannot start: {pull.blocked.message}")
     if pull is not None and pull.progress:
         return Verdict(False, "Pulling", f"pulling {what}: {pull.progress}")
     if pull is not None and pull.failed:
@@ -60,6 +62,9 @@ def _fine_tuned(model: OpenSourceModel, observed: Observed, weights: Verdict) ->
     if job is not None and job.failed:
         problem = _job_problem(job, "TrainingFailed")
         return Verdict(False, problem.reason, problem.message)
+    if job is not None and job.blocked:
+        blocked = job.blocked
+        return Verdict(False, blocked.reason, f"the fine-tune Job's pod cannot start: {blocked.message}")
     return Verdict(False, "Training", "training the LoRA adapter")
 
 

@@ -13,7 +13,14 @@ from moorage.hub.uri import parse_uri
 from moorage.plan import finetune, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import selector
-from moorage.plan.observed import DeploymentState, JobState, Observed, Problem, unschedulable_message
+from moorage.plan.observed import (
+    DeploymentState,
+    JobState,
+    Observed,
+    Problem,
+    start_problem,
+    unschedulable_message,
+)
 from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
@@ -118,6 +125,19 @@ def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> Resolv
     )
 
 
+async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
+    """A pvc:// dataset on a claim that does not exist would leave the fine-tune pod Pending for ever."""
+    claim = model.spec.fine_tune.dataset.claim if model.spec.fine_tune else None
+    if claim and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim) is None:
+        raise SourceProblemError(
+            Problem(
+                "DatasetClaimNotFound",
+                f"spec.fineTune.dataset.uri: PersistentVolumeClaim {claim!r} not found in namespace "
+                f"{model.metadata.namespace!r}; create it, or name a claim that exists",
+            )
+        )
+
+
 def termination_report(pods: list[Obj], container: str) -> Report | None:
     """The newest termination message our program left in one of the Job's pods."""
     newest: tuple[str, Report] | None = None
@@ -151,6 +171,8 @@ async def _job(kube: Kube, namespace: str, name: str, container: str) -> tuple[O
         return None, None
     pods = await kube.select("Pod", namespace, {"job-name": name})
     state = JobState.from_job(job, termination_report(pods, container))
+    if not (state.succeeded or state.failed):
+        state = replace(state, blocked=start_problem(pods))
     if state.active and container == "pull":
         state = replace(state, progress=await _progress(kube, namespace, pods))
     return job, state
@@ -162,6 +184,7 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
     resolved = dataset = problem = None
     try:
         resolved, dataset = await _sources(kube, resolver, model, config)
+        await _check_dataset_claim(kube, model)
     except SourceProblemError as error:
         problem = error.problem
 
