@@ -97,11 +97,22 @@ def stack(workdir: Path, gpu_nodes: int = 2) -> Iterator[tuple[Cluster, FakeHub,
             operator.stop()
 
 
-def _watch(cluster: Cluster, name: str, timeout: float) -> bool:
+class OperatorDiedError(Exception):
+    """The demo's operator process ended: the demo cannot go on."""
+
+
+def _check_alive(operator: OperatorProcess) -> None:
+    code = operator.process.poll()
+    if code is not None:
+        raise OperatorDiedError(f"the operator exited with status {code}; its log:\n{operator.log()[-4000:]}")
+
+
+def _watch(cluster: Cluster, name: str, timeout: float, operator: OperatorProcess) -> bool:
     """Prints `kubectl get osm` lines as they change until the model is Ready; False on timeout."""
     last = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _check_alive(operator)
         table = cluster.kubectl("get", "osm", name, "-n", DEMO_NAMESPACE, "-o", "wide").stdout.strip()
         lines = table.splitlines()
         if lines and table != last:
@@ -123,11 +134,15 @@ def _watch(cluster: Cluster, name: str, timeout: float) -> bool:
 
 
 def main(workdir: Path | None = None, keep: bool = True) -> int:
-    if workdir is None:  # a throwaway directory, gone with the cluster
-        with tempfile.TemporaryDirectory(prefix="moorage-demo-") as tmp:
-            return _demo(Path(tmp), keep)
-    workdir.mkdir(parents=True, exist_ok=True)
-    return _demo(workdir, keep)
+    try:
+        if workdir is None:  # a throwaway directory, gone with the cluster
+            with tempfile.TemporaryDirectory(prefix="moorage-demo-") as tmp:
+                return _demo(Path(tmp), keep)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _demo(workdir, keep)
+    except OperatorDiedError as error:
+        print(f"moorage demo: {error}", file=sys.stderr)
+        return 1
 
 
 def _demo(workdir: Path, keep: bool) -> int:
@@ -140,7 +155,7 @@ def _demo(workdir: Path, keep: bool) -> int:
         cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
         cluster.apply(DEMO_MODEL)
         print(f"moorage demo: applied {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_MODEL} served by {hub.url}")
-        if not _watch(cluster, "tiny-llama", timeout=180):
+        if not _watch(cluster, "tiny-llama", timeout=180, operator=operator):
             print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
             return 1
         print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE).stdout)
@@ -151,13 +166,13 @@ def _demo(workdir: Path, keep: bool) -> int:
                 f"Operator log: {operator.log_path}",
                 flush=True,
             )
-            _wait_for_interrupt()
+            _wait_for_interrupt(operator)
         else:
             print("moorage demo: Ready; stopping (--exit).")
     return 0
 
 
-def _wait_for_interrupt() -> None:
+def _wait_for_interrupt(operator: OperatorProcess) -> None:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
@@ -166,6 +181,7 @@ def _wait_for_interrupt() -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         while True:
-            time.sleep(3600)
+            _check_alive(operator)
+            time.sleep(1)
     except KeyboardInterrupt:
         print("\nmoorage demo: stopping")
