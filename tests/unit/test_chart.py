@@ -18,6 +18,7 @@ import yaml
 from moorage.api.crd import crd
 from moorage.cli import dump, parser
 from moorage.hub.sizing import GPU_PROFILES
+from moorage.plan.config import DEFAULT_VLLM_CPU_IMAGE, DEFAULT_VLLM_IMAGE
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "charts" / "moorage"
@@ -294,13 +295,15 @@ def test_operator_args(helm: str, tmp_path: Path) -> None:
     assert main["image"] == "ghcr.io/moorage-dev/moorage:0.1.0"
     assert main["args"] == [
         "run",
-        "--vllm-image=vllm/vllm-openai:v0.23.0",
+        f"--vllm-image={DEFAULT_VLLM_IMAGE}",
+        f"--vllm-cpu-image={DEFAULT_VLLM_CPU_IMAGE}",
         "--operator-image=ghcr.io/moorage-dev/moorage:0.1.0",
         "--finetune-image=ghcr.io/moorage-dev/moorage-finetune:0.1.0",
         "--default-gpu-profile=nvidia-h100-80gb",
         "--log-format=json",
         "--liveness=http://0.0.0.0:8080/healthz",
     ]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in main["env"]
     probe = main["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert {"name": probe["port"], "containerPort": 8080, "protocol": "TCP"} in main["ports"]
@@ -332,6 +335,27 @@ def test_args_parse_with_the_operators_own_parser(helm: str, tmp_path: Path) -> 
     assert args.liveness == "http://0.0.0.0:8080/healthz"
 
 
+@pytest.mark.parametrize(
+    ("tag", "image", "finetune"),
+    [
+        ("1.2.3", "ghcr.io/moorage-dev/moorage:1.2.3", "ghcr.io/moorage-dev/moorage-finetune:1.2.3"),
+        (2, "ghcr.io/moorage-dev/moorage:2", "ghcr.io/moorage-dev/moorage-finetune:2"),
+        (
+            "sha256:" + "a" * 64,
+            "ghcr.io/moorage-dev/moorage@sha256:" + "a" * 64,
+            "ghcr.io/moorage-dev/moorage-finetune@sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_image_tag_moves_every_image(
+    helm: str, tmp_path: Path, tag: object, image: str, finetune: str
+) -> None:
+    main = container(render(helm, tmp_path, {"image": {"tag": tag}}))
+    args = parser().parse_args(main["args"])
+    assert main["image"] == image == args.operator_image
+    assert args.finetune_image == finetune
+
+
 def test_scheduling_values(helm: str, tmp_path: Path) -> None:
     values = {
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -361,6 +385,9 @@ def test_scheduling_values(helm: str, tmp_path: Path) -> None:
         ({"operator": {"hfEndpoint": "hf.example"}}, "hfEndpoint"),
         ({"rbac": {"create": "yes"}}, "create"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "cpu"),
+        ({"resources": {"limits": {"memroy": "1Gi"}}}, "memroy"),
+        ({"image": {"tag": "has space"}}, "tag"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, tmp_path: Path, values: Obj, complaint: str) -> None:
@@ -379,3 +406,11 @@ def test_argocd_snippet_in_the_docs_is_the_health_check() -> None:
     block = docs.split(key, 1)[1].split("\n```", 1)[0]
     snippet = "\n".join(line.removeprefix("    ") for line in block.splitlines())
     assert code(snippet) == code((CHART / "argocd" / "health.lua").read_text())
+
+
+def test_chart_defaults_are_the_tested_vllm() -> None:
+    """moorage.plan.config says which vLLM moorage is tested with; the chart's defaults follow it."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["vllmImage"] == DEFAULT_VLLM_IMAGE
+    assert values["operator"]["vllmCpuImage"] == DEFAULT_VLLM_CPU_IMAGE
+    assert f"`{DEFAULT_VLLM_IMAGE}`" in DOCS.read_text() and f"`{DEFAULT_VLLM_CPU_IMAGE}`" in DOCS.read_text()
