@@ -112,7 +112,7 @@ def test_a_job_pod_that_cannot_start_says_why() -> None:
     }
     problem = start_problem([pulling])
     assert problem is not None and problem.reason == "ImagePullFailed" and problem.retryable
-    assert problem.message == "container pull (registry.example/moorage:9): Back-off pulling image"
+    assert problem.message == "pod ?: container pull (registry.example/moorage:9): Back-off pulling image"
     pending = {
         "status": {
             "conditions": [
@@ -122,3 +122,27 @@ def test_a_job_pod_that_cannot_start_says_why() -> None:
     }
     assert start_problem([pending]) == Problem("Unschedulable", "0/3 nodes", retryable=True)
     assert start_problem([{"status": {"phase": "Running"}}]) is None
+
+
+def test_a_crash_loop_says_what_the_program_printed_last() -> None:
+    crashing = {
+        "metadata": {"name": "m-7d9f"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {"exitCode": 2, "message": "usage: vllm serve\nerror: --bogus"}
+                    },
+                }
+            ]
+        },
+    }
+    problem = start_problem([crashing])
+    assert problem == Problem(
+        "CrashLoopBackOff",
+        "pod m-7d9f: container vllm exited with code 2, 3 restart(s): usage: vllm serve error: --bogus",
+        retryable=True,
+    )

@@ -155,7 +155,7 @@ def test_unschedulable_says_why() -> None:
         resolved=resolved(),
         pull=JobState(succeeded=True),
         deployment=deployment_state(deployment, 0),
-        unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        serving_blocked=Problem("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
     )
     c = conditions(status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW))
     assert c["Ready"] == ("False", "Unschedulable") and c["Available"] == ("False", "Unschedulable")

@@ -102,12 +102,16 @@ START_FAILURES = {
     "ImagePullBackOff": "ImagePullFailed",
     "InvalidImageName": "ImagePullFailed",
     "CreateContainerConfigError": "PodConfigInvalid",
+    "CrashLoopBackOff": "CrashLoopBackOff",
 }
 """Waiting reasons of a container that will not start by itself, and the condition reason that says so."""
+LAST_WORDS = 400
+"""Characters of a crashed container's last output kept in a message."""
 
 
 def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
-    """Why a pod of a Job cannot start: the scheduler finds no node, or a container cannot be created."""
+    """Why a pod cannot start or keep running: the scheduler finds no node, an image cannot be pulled, or
+    its program keeps crashing (with the end of what it printed, from its termination message)."""
     if (unschedulable := unschedulable_message(pods)) is not None:
         return Problem("Unschedulable", unschedulable, retryable=True)
     for pod in pods:
@@ -116,11 +120,23 @@ def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
         for container in containers:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = START_FAILURES.get(waiting.get("reason", ""))
-            if reason:
-                what = f"container {container.get('name')} ({container.get('image', '')})"
-                detail = waiting.get("message") or waiting["reason"]
-                return Problem(reason, f"{what}: {detail}", retryable=True)
+            if reason is None:
+                continue
+            what = f"pod {(pod.get('metadata') or {}).get('name', '?')}: container {container.get('name')}"
+            if reason == "CrashLoopBackOff":
+                return Problem(reason, _crashed(what, container), retryable=True)
+            detail = waiting.get("message") or waiting["reason"]
+            return Problem(reason, f"{what} ({container.get('image', '')}): {detail}", retryable=True)
     return None
+
+
+def _crashed(what: str, container: dict[str, Any]) -> str:
+    ended = (container.get("lastState") or {}).get("terminated") or {}
+    words = " ".join(str(ended.get("message") or "").split())[-LAST_WORDS:]
+    restarts = container.get("restartCount", 0)
+    return f"{what} exited with code {ended.get('exitCode', '?')}, {restarts} restart(s)" + (
+        f": {words}" if words else ""
+    )
 
 
 def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
@@ -144,4 +160,5 @@ class Observed:
     pull: JobState | None = None
     finetune: JobState | None = None
     deployment: DeploymentState | None = None
-    unschedulable: str | None = None
+    serving_blocked: Problem | None = None
+    """Why serving pods of a rollout do not come up: unschedulable, image pull, crash loop."""

@@ -165,6 +165,8 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
         "readinessProbe": _probe("/v1/models", 10, 3),
         "livenessProbe": _probe("/health", 15, 4, timeout=10),
         "securityContext": container_security_context(),
+        # A crash leaves the end of vLLM's log in the pod's status, where the operator reads why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "weights", "mountPath": str(WEIGHTS_MOUNT), "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},

@@ -76,8 +76,8 @@ def _available(observed: Observed) -> Verdict:
         return Verdict(
             True, "MinimumReplicasAvailable", f"{deployment.available_replicas} replica(s) answering"
         )
-    if observed.unschedulable:
-        return Verdict(False, "Unschedulable", observed.unschedulable)
+    if observed.serving_blocked:
+        return Verdict(False, observed.serving_blocked.reason, observed.serving_blocked.message)
     return Verdict(False, "NoReplicasAvailable", "no serving replica is ready")
 
 
@@ -119,8 +119,8 @@ def _ready(
         deployment.annotations.get(meta.SPEC_HASH) != planned["metadata"]["annotations"][meta.SPEC_HASH]
         or not deployment.rolled_out
     ):
-        if observed.unschedulable:
-            return Verdict(False, "Unschedulable", observed.unschedulable)
+        if observed.serving_blocked:
+            return Verdict(False, observed.serving_blocked.reason, observed.serving_blocked.message)
         return Verdict(
             False,
             "RollingOut",

@@ -19,7 +19,6 @@ from moorage.plan.observed import (
     Observed,
     Problem,
     start_problem,
-    unschedulable_message,
 )
 from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.kube import Kube, Obj
@@ -204,7 +203,7 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
             if job:
                 live["Job", job_name] = job
 
-    deployment_state = unschedulable = None
+    deployment_state = blocked = None
     for kind in ("Deployment", "Service", "PodDisruptionBudget"):
         obj = await kube.get(kind, namespace, name)
         if obj:
@@ -213,7 +212,7 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
     if deployment:
         deployment_state = DeploymentState.from_deployment(deployment)
         if not deployment_state.rolled_out:
-            unschedulable = unschedulable_message(await kube.select("Pod", namespace, selector(model)))
+            blocked = start_problem(await kube.select("Pod", namespace, selector(model)))
 
     observed = Observed(
         resolved=resolved,
@@ -222,6 +221,6 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         pull=pull,
         finetune=tuned,
         deployment=deployment_state,
-        unschedulable=unschedulable,
+        serving_blocked=blocked,
     )
     return World(observed, live)
