@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) as one multi-call binary, cached by a hash of the
-# module files and our Go sources. The last line on stdout is the bin dir,
-# which holds `testcluster` plus one symlink per component name.
+# kube-scheduler, kwok) and the real node's kubelet and kube-proxy as one
+# multi-call binary, cached by a hash of the module files and our Go sources.
+# The last line on stdout is the bin dir, which holds `testcluster` plus one
+# symlink per component name. The real node's other programs (containerd,
+# CoreDNS, pause) are separate modules under node/, built by build-node.sh.
 #
 #   tests/cluster/build.sh            # build if needed, print the bin dir
 #   MOORAGE_CACHE_DIR=... build.sh    # cache root (default ~/.cache/moorage)
@@ -21,14 +23,14 @@ if [[ -z "$GO" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
 fi
 
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet kube-proxy)
 
 # The cache key covers everything that affects the output: module files,
 # our Go sources, this script and the Go toolchain version.
 hash="$(
   {
     cat go.mod go.sum build.sh
-    find . -name '*.go' -type f | LC_ALL=C sort | xargs cat
+    find . -path ./node -prune -o -name '*.go' -type f -print | LC_ALL=C sort | xargs cat
     "$GO" version
   } | sha256sum | cut -c1-16
 )"

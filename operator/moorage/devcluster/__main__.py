@@ -1,4 +1,4 @@
-"""``python -m moorage.devcluster up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N]``."""
+"""``python -m moorage.devcluster up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N] [--real-node]``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from moorage.devcluster.build import build
+from moorage.devcluster.build import build, build_node
 from moorage.devcluster.cluster import Cluster
 
 
@@ -25,11 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", type=Path, help="state directory (default: a new temp dir)")
     up.add_argument("--gpu-nodes", type=int, default=2)
     up.add_argument("--gpus-per-node", type=int, default=8)
-    sub.add_parser("build", help="build the binaries and print their directory")
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="replace the kwok CPU node by a real one (containerd, kubelet; Linux, root)",
+    )
+    build_parser = sub.add_parser("build", help="build the binaries and print their directory")
+    build_parser.add_argument("--real-node", action="store_true", help="also build the real node's programs")
     args = parser.parse_args(argv)
 
     if args.command == "build":
         print(build())
+        if args.real_node:
+            print(build_node())
         return 0
 
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="moorage-devcluster-"))
@@ -37,11 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored
     started = time.monotonic()
     try:
-        with Cluster.start(workdir, gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node) as cluster:
+        with Cluster.start(
+            workdir, gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node, real_node=args.real_node
+        ) as cluster:
             print(
                 f"cluster up in {time.monotonic() - started:.1f}s; state in {cluster.workdir}",
                 file=sys.stderr,
             )
+            if cluster.node is not None:
+                print(f"real node:  {cluster.node.name} (pods reach this machine at {cluster.host_address})")
+                print(f"images:     {' '.join(cluster.node.ctr)} -n k8s.io images import ARCHIVE")
             print(f"kubeconfig: {cluster.kubeconfig}")
             print(f"audit log:  {cluster.audit_log}")
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)

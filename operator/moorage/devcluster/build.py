@@ -1,4 +1,4 @@
-"""Build (or find in the cache) the test control plane binaries from tests/cluster."""
+"""Build (or find in the cache) the test control plane binaries, and the real node's, from tests/cluster."""
 
 from __future__ import annotations
 
@@ -9,8 +9,18 @@ import threading
 import time
 from pathlib import Path
 
-#: Names of the component entry points in the bin dir (symlinks to one binary).
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+#: Names of the component entry points in build.sh's bin dir (symlinks to one binary).
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubelet",
+    "kube-proxy",
+)
+#: Programs in build-node.sh's bin dir.
+NODE_PROGRAMS = ("containerd", "containerd-shim-runc-v2", "ctr", "coredns", "pause", "probe")
 
 
 class BuildError(RuntimeError):
@@ -35,8 +45,8 @@ def find_cluster_dir(start: Path | None = None) -> Path:
     raise BuildError("cannot find tests/cluster/build.sh above " + ", ".join(map(str, starts)))
 
 
-def _bin_dir_complete(bin_dir: Path) -> bool:
-    return all((bin_dir / name).exists() for name in COMPONENTS)
+def _bin_dir_complete(bin_dir: Path, names: tuple[str, ...] = COMPONENTS) -> bool:
+    return all((bin_dir / name).exists() for name in names)
 
 
 def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, first_note: float = 5.0) -> Path:
@@ -57,9 +67,46 @@ def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, firs
         return bin_dir
 
     directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
+    return _run_build(
+        directory / "build.sh",
+        COMPONENTS,
+        "the test control plane (a cold build takes 5-15 min on 2 cores, later runs are cached)",
+        progress_every,
+        first_note,
+    )
+
+
+def build_node(
+    cluster_dir: Path | None = None, *, progress_every: float = 60.0, first_note: float = 5.0
+) -> Path:
+    """Run ``build-node.sh`` (containerd, CoreDNS, the node's image programs) and return their bin dir.
+
+    ``MOORAGE_NODE_BIN`` names a prebuilt bin dir and skips the build.
+    """
+    prebuilt = os.environ.get("MOORAGE_NODE_BIN")
+    if prebuilt:
+        bin_dir = Path(prebuilt).resolve()
+        if not _bin_dir_complete(bin_dir, NODE_PROGRAMS):
+            raise BuildError(f"MOORAGE_NODE_BIN={prebuilt} lacks one of {', '.join(NODE_PROGRAMS)}")
+        return bin_dir
+    directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
+    return _run_build(
+        directory / "build-node.sh",
+        NODE_PROGRAMS,
+        "the real node's containerd and CoreDNS (a cold build takes about 5 min on 2 cores)",
+        progress_every,
+        first_note,
+    )
+
+
+def _run_build(
+    script: Path, names: tuple[str, ...], what: str, progress_every: float, first_note: float
+) -> Path:
+    """Run a build script, reporting progress on stderr, and return the bin dir it printed last."""
+    directory = script.parent
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["bash", str(directory / "build.sh")],
+        ["bash", str(script)],
         cwd=directory,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -73,8 +120,7 @@ def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, firs
             wait = progress_every
             minutes = (time.monotonic() - started) / 60
             print(
-                f"moorage.devcluster: building the test control plane ({minutes:.0f} min so far; "
-                "a cold build takes 5-15 min on 2 cores, later runs are cached)",
+                f"moorage.devcluster: building {what} ({minutes:.0f} min so far)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -91,13 +137,11 @@ def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, firs
         done.set()
         reporter.join()
     if proc.returncode != 0:
-        raise BuildError(
-            f"{directory / 'build.sh'} failed with exit code {proc.returncode}:\n{stderr[-20000:]}"
-        )
+        raise BuildError(f"{script} failed with exit code {proc.returncode}:\n{stderr[-20000:]}")
     lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
-        raise BuildError(f"{directory / 'build.sh'} printed no bin dir")
+        raise BuildError(f"{script} printed no bin dir")
     bin_dir = Path(lines[-1].strip())
-    if not _bin_dir_complete(bin_dir):
-        raise BuildError(f"build.sh returned {bin_dir}, which lacks one of {', '.join(COMPONENTS)}")
+    if not _bin_dir_complete(bin_dir, names):
+        raise BuildError(f"{script.name} returned {bin_dir}, which lacks one of {', '.join(names)}")
     return bin_dir

@@ -1,4 +1,4 @@
-"""A real Kubernetes control plane on 127.0.0.1 with fake (kwok) GPU nodes.
+"""A real Kubernetes control plane on 127.0.0.1 with fake (kwok) GPU nodes, and optionally one real node.
 
 ``Cluster.start(workdir)`` runs etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok as child processes (binaries from tests/cluster, see
@@ -7,46 +7,47 @@ StorageClass ``standard`` served by an in-process hostPath provisioner, and
 returns once the cluster can run pods.  ``stop()`` (or leaving the ``with``
 block) ends every process; an ``atexit`` hook and ``PR_SET_PDEATHSIG`` are the
 backstops should the caller forget or die.
+
+With ``real_node=True`` (Linux, root) the kwok CPU node is replaced by a real
+one (:mod:`moorage.devcluster.node`): containers really run, with cluster
+DNS and Services, and the API server listens on the node's host address
+(:attr:`Cluster.host_address`) instead of 127.0.0.1 so that pods reach it.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
-from moorage.devcluster import kwok_stages, pki
+from moorage.devcluster import hostnet, kwok_stages, pki
 from moorage.devcluster.api import JSON, ApiClient, ApiError
-from moorage.devcluster.build import build
-
-#: The default StorageClass the launcher's provisioner serves.
-STORAGE_CLASS = "standard"
-PROVISIONER_NAME = "devcluster.moorage.dev/hostpath"
-PROVISIONED_LABEL = "devcluster.moorage.dev/provisioned"
-
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TAINT: JSON = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
-GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
-GPU_MEMORY_MIB = "81559"
-GPU_INSTANCE_TYPE = "p5.48xlarge"
-CPU_INSTANCE_TYPE = "m7i.8xlarge"
+from moorage.devcluster.build import build, build_node
+from moorage.devcluster.fakenodes import (
+    GPU_RESOURCE,
+    GPU_TAINT,
+    KWOK_NODE_ANNOTATION,
+    NodeSpec,
+    cpu_node_spec,
+    gpu_node_specs,
+    node_object,
+)
+from moorage.devcluster.images import LoadResult
+from moorage.devcluster.node import NodeCerts, NodeError, RealNode
+from moorage.devcluster.processes import ComponentExitedError, Processes, free_port, wait_until
+from moorage.devcluster.provisioner import STORAGE_CLASS, Provisioner, storage_class
 
 #: User names (client certificate CNs) the components authenticate as; all
 #: but the controller-manager and scheduler are in ``system:masters``.
@@ -54,12 +55,12 @@ ADMIN_USER = "devcluster-admin"
 KWOK_USER = "devcluster-kwok"
 PROVISIONER_USER = "devcluster-provisioner"
 
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = hostnet.SERVICE_CIDR
+#: kwok's fake pod addresses (the real node's pods use hostnet.NODE_POD_CIDR).
 POD_CIDR = "10.244.0.0/16"
 
 T = TypeVar("T")
 
-_KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 _LEASE_SECONDS = 120
 _PORT_ATTEMPTS = 3
 _AUDIT_POLICY: JSON = {
@@ -71,18 +72,6 @@ _AUDIT_POLICY: JSON = {
         {"level": "None"},
     ],
 }
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # pragma: no cover - not Linux
-    _prctl = None
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: die when the launching thread dies."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class KubectlError(RuntimeError):
@@ -111,140 +100,6 @@ class ClusterError(RuntimeError):
     """The cluster failed to start (the message includes the relevant log tail)."""
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class _Component:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A fake node the launcher creates."""
-
-    name: str
-    labels: dict[str, str]
-    capacity: dict[str, str]
-    taints: tuple[JSON, ...]
-    internal_ip: str
-
-
-def gpu_node_specs(count: int, gpus_per_node: int) -> list[NodeSpec]:
-    """The fake GPU nodes (tainted ``nvidia.com/gpu=present:NoSchedule``)."""
-    specs = []
-    for i in range(count):
-        name = f"gpu-node-{i}"
-        specs.append(
-            NodeSpec(
-                name=name,
-                labels={
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "node.kubernetes.io/instance-type": GPU_INSTANCE_TYPE,
-                    "nvidia.com/gpu.present": "true",
-                    "nvidia.com/gpu.product": GPU_PRODUCT,
-                    "nvidia.com/gpu.memory": GPU_MEMORY_MIB,
-                    "nvidia.com/gpu.count": str(gpus_per_node),
-                    "type": "kwok",
-                },
-                capacity={
-                    "cpu": "64",
-                    "memory": "512Gi",
-                    "pods": "110",
-                    "ephemeral-storage": "2Ti",
-                    GPU_RESOURCE: str(gpus_per_node),
-                },
-                taints=(GPU_TAINT,),
-                internal_ip=f"10.1.0.{10 + i}",
-            )
-        )
-    return specs
-
-
-def cpu_node_spec() -> NodeSpec:
-    """The single untainted CPU-only node."""
-    name = "cpu-node-0"
-    return NodeSpec(
-        name=name,
-        labels={
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "node.kubernetes.io/instance-type": CPU_INSTANCE_TYPE,
-            "type": "kwok",
-        },
-        capacity={"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "1Ti"},
-        taints=(),
-        internal_ip="10.1.0.2",
-    )
-
-
-def _node_object(spec: NodeSpec, kubelet_version: str) -> JSON:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": spec.name,
-            "labels": spec.labels,
-            "annotations": {_KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-        },
-        "spec": {"taints": list(spec.taints)} if spec.taints else {},
-        "status": {
-            "capacity": spec.capacity,
-            "allocatable": spec.capacity,
-            "addresses": [
-                {"type": "InternalIP", "address": spec.internal_ip},
-                {"type": "Hostname", "address": spec.name},
-            ],
-            "nodeInfo": {
-                "architecture": "amd64",
-                "operatingSystem": "linux",
-                "osImage": "kwok",
-                "kernelVersion": "kwok",
-                "kubeletVersion": kubelet_version,
-                "kubeProxyVersion": kubelet_version,
-                "containerRuntimeVersion": "kwok://devcluster",
-                "machineID": "",
-                "systemUUID": "",
-                "bootID": "",
-            },
-        },
-    }
-
-
-def _kubeconfig(server: str, ca: Path, user: str, client: pki.CertKey) -> JSON:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "devcluster", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
-            }
-        ],
-        "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": user}}],
-        "current-context": "devcluster",
-    }
-
-
 class Cluster:
     """A running dev cluster; use :meth:`start`, then :meth:`stop` (or ``with``)."""
 
@@ -257,8 +112,10 @@ class Cluster:
     gpu_nodes: list[str]
     cpu_nodes: list[str]
     api: ApiClient
+    node: RealNode | None
+    """The real node, when started with ``real_node=True``."""
 
-    def __init__(self, workdir: Path, bin_dir: Path) -> None:
+    def __init__(self, workdir: Path, bin_dir: Path, node_bin_dir: Path | None = None) -> None:
         self.workdir = workdir.resolve()
         self.bin_dir = bin_dir
         self.logs_dir = self.workdir / "logs"
@@ -267,8 +124,13 @@ class Cluster:
         self.server = ""
         self.gpu_nodes = []
         self.cpu_nodes = []
-        self._components: list[_Component] = []
-        self._provisioner: _Provisioner | None = None
+        self._processes = Processes(self.logs_dir, self.workdir)
+        self.node = (
+            RealNode(self.workdir / "node", self.logs_dir, bin_dir, node_bin_dir)
+            if node_bin_dir is not None
+            else None
+        )
+        self._provisioner: Provisioner | None = None
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -281,22 +143,31 @@ class Cluster:
         gpu_nodes: int = 2,
         gpus_per_node: int = 8,
         *,
+        real_node: bool = False,
         bin_dir: Path | None = None,
+        node_bin_dir: Path | None = None,
         timeout: float = 180.0,
     ) -> Cluster:
         """Build if needed, start everything in ``workdir`` and wait until it is usable.
+
+        ``real_node``: replace the kwok CPU node by a real one (needs root on
+        Linux, one per machine; see :mod:`moorage.devcluster.node`).
 
         Child processes are tied to the calling thread (``PR_SET_PDEATHSIG``):
         call this from the main thread or from one that outlives the cluster.
         """
         workdir.mkdir(parents=True, exist_ok=True)
         binaries = bin_dir if bin_dir is not None else build()
+        node_binaries = (node_bin_dir if node_bin_dir is not None else build_node()) if real_node else None
         deadline = time.monotonic() + timeout
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            cluster = cls(workdir, binaries)
+            cluster = cls(workdir, binaries, node_binaries)
             atexit.register(cluster.stop)
             try:
                 cluster._boot(gpu_nodes, gpus_per_node, deadline)
+            except (NodeError, ComponentExitedError, TimeoutError) as exc:
+                cluster.stop()
+                raise ClusterError(str(exc)) from exc
             except ClusterError as exc:
                 cluster.stop()
                 # Ports are picked free, then bound by the child: another
@@ -321,9 +192,9 @@ class Cluster:
         atexit.unregister(self.stop)
         if self._provisioner is not None:
             self._provisioner.stop()
-        for component in reversed(self._components):
-            self._terminate(component)
-        self._components.clear()
+        if self.node is not None:
+            self.node.stop()
+        self._processes.stop()
 
     def __enter__(self) -> Cluster:
         return self
@@ -379,30 +250,59 @@ class Cluster:
 
     def logs(self) -> dict[str, Path]:
         """Log file of each component, by name."""
-        return {c.name: c.log_path for c in self._components}
+        node_logs = self.node.processes.logs() if self.node is not None else {}
+        return {**self._processes.logs(), **node_logs}
 
     def running(self) -> bool:
         """Whether every component process is still alive."""
-        return bool(self._components) and all(c.proc.poll() is None for c in self._components)
+        node_ok = self.node is None or self.node.processes.running()
+        return self._processes.running() and node_ok
+
+    @property
+    def host_address(self) -> str:
+        """The address on this machine that pods reach (the real node's bridge); 127.0.0.1 without one.
+
+        Serve something to pods (the local hub, say) by listening here.
+        """
+        return self.node.host_address if self.node is not None else "127.0.0.1"
+
+    def load_image(self, archive: Path) -> LoadResult:
+        """Import an OCI or docker image archive into the real node's containerd (skipped if there)."""
+        if self.node is None:
+            raise ClusterError("load_image needs a real node: Cluster.start(..., real_node=True)")
+        return self.node.load_image(archive)
 
     # -- boot ------------------------------------------------------------
 
     def _boot(self, gpu_nodes: int, gpus_per_node: int, deadline: float) -> None:
         for sub in ("pki", "logs", "etcd", "pv"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        if self.node is not None:
+            # The API server listens on the node's bridge address: set it up first.
+            self.node.prepare()
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.host_address}:{api_port}"
 
+        clients = {
+            "admin": (ADMIN_USER, ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            "scheduler": ("system:kube-scheduler", ()),
+            "kwok": (KWOK_USER, ("system:masters",)),
+            "provisioner": (PROVISIONER_USER, ("system:masters",)),
+        }
+        if self.node is not None:
+            clients |= {
+                "kubelet": (f"system:node:{self.node.name}", ("system:nodes",)),
+                "kube-proxy": ("system:kube-proxy", ()),
+                "coredns": ("devcluster-coredns", ("system:masters",)),
+                # The API server's identity towards kubelets (logs, exec, port-forward).
+                "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
+            }
         certs = pki.generate(
             self.workdir / "pki",
-            {
-                "admin": (ADMIN_USER, ("system:masters",)),
-                "controller-manager": ("system:kube-controller-manager", ()),
-                "scheduler": ("system:kube-scheduler", ()),
-                "kwok": (KWOK_USER, ("system:masters",)),
-                "provisioner": (PROVISIONER_USER, ("system:masters",)),
-            },
+            clients,
             service_ip="10.96.0.1",
+            apiserver_ips=(self.host_address,) if self.node is not None else (),
         )
         kubeconfigs = {}
         for stem, user in (
@@ -412,11 +312,9 @@ class Cluster:
             ("kwok", KWOK_USER),
         ):
             path = self.kubeconfig if stem == "admin" else self.workdir / f"{stem}.kubeconfig"
-            path.write_text(
-                yaml.safe_dump(_kubeconfig(self.server, certs.ca.cert, user, certs.clients[stem]))
+            kubeconfigs[stem] = pki.write_kubeconfig(
+                path, self.server, certs.ca.cert, user, certs.clients[stem]
             )
-            path.chmod(0o600)
-            kubeconfigs[stem] = path
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
@@ -442,10 +340,10 @@ class Cluster:
             "kube-apiserver",
             [
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.host_address}",
+                f"--advertise-address={self.host_address}",
                 f"--secure-port={api_port}",
-                "--endpoint-reconciler-type=none",
+                *self._node_apiserver_flags(certs),
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--client-ca-file={certs.ca.cert}",
                 f"--tls-cert-file={certs.apiserver.cert}",
@@ -491,6 +389,8 @@ class Cluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--cluster-name=devcluster",
                 f"--node-monitor-grace-period={_LEASE_SECONDS + 60}s",
+                # Its default is under /usr/libexec, which it would create.
+                f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
             ],
         )
         self._spawn(
@@ -505,35 +405,23 @@ class Cluster:
                 f"--kubeconfig={kubeconfigs['kwok']}",
                 f"--config={stages}",
                 "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={_KWOK_NODE_ANNOTATION}=fake",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=10.1.0.1",
                 f"--node-lease-duration-seconds={_LEASE_SECONDS}",
             ],
         )
 
-        self.api.create(
-            "/apis/storage.k8s.io/v1/storageclasses",
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {
-                    "name": STORAGE_CLASS,
-                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-                },
-                "provisioner": PROVISIONER_NAME,
-                "reclaimPolicy": "Delete",
-                "volumeBindingMode": "Immediate",
-            },
-        )
-        specs = [*gpu_node_specs(gpu_nodes, gpus_per_node), cpu_node_spec()]
+        self.api.create("/apis/storage.k8s.io/v1/storageclasses", storage_class())
+        # The real node, when there is one, is the CPU node.
+        specs = [*gpu_node_specs(gpu_nodes, gpus_per_node), *([cpu_node_spec()] if self.node is None else [])]
         for spec in specs:
-            self.api.create("/api/v1/nodes", _node_object(spec, version))
+            self.api.create("/api/v1/nodes", node_object(spec, version))
         self.gpu_nodes = [s.name for s in specs if s.taints]
         self.cpu_nodes = [s.name for s in specs if not s.taints]
 
         provisioner_certs = certs.clients["provisioner"]
-        self._provisioner = _Provisioner(
+        self._provisioner = Provisioner(
             ApiClient(self.server, certs.ca.cert, provisioner_certs.cert, provisioner_certs.key),
             self.workdir / "pv",
         )
@@ -546,59 +434,50 @@ class Cluster:
             deadline,
             lambda: self._exists("/api/v1/namespaces/default/serviceaccounts/default"),
         )
+        if self.node is not None:
+            node_certs = NodeCerts(
+                ca=certs.ca.cert,
+                kubelet=certs.clients["kubelet"],
+                kube_proxy=certs.clients["kube-proxy"],
+                coredns=certs.clients["coredns"],
+            )
+            self.node.start(self.server, node_certs, self.api, deadline)
+            self.cpu_nodes = [self.node.name]
+
+    def _node_apiserver_flags(self, certs: pki.ClusterPKI) -> list[str]:
+        if self.node is None:
+            # On 127.0.0.1 the `kubernetes` Service could not have endpoints anyway.
+            return ["--endpoint-reconciler-type=none"]
+        kubelet_client = certs.clients["apiserver-kubelet-client"]
+        return [
+            # Pods reach the API server through the `kubernetes` Service: its
+            # endpoint is the advertised host address.
+            "--endpoint-reconciler-type=lease",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
 
     # -- processes -------------------------------------------------------
 
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
-        log_path = self.logs_dir / f"{name}.log"
-        log_file = log_path.open("ab")
-        proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
-        )
-        self._components.append(_Component(name, proc, log_path, log_file))
-
-    @staticmethod
-    def _terminate(component: _Component) -> None:
-        proc = component.proc
-        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(grace)
-        # Anything left in the group (the component's own children, if any).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        component.log_file.close()
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self._processes.spawn(name, [str(self.bin_dir / name), *args])
 
     def _wait(self, name: str, deadline: float, ready: Callable[[], bool]) -> None:
         """Poll ``ready`` until true; fail early if any component died."""
-        delay = 0.05
-        while True:
-            for component in self._components:
-                code = component.proc.poll()
-                if code is not None:
-                    raise ClusterError(
-                        f"{component.name} exited with code {code} while waiting for {name}; "
-                        f"last lines of {component.log_path}:\n{_tail(component.log_path)}"
-                    )
-            try:
-                if ready():
-                    return
-            except (OSError, ApiError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                log = self.logs_dir / f"{name}.log"
-                raise ClusterError(f"timed out waiting for {name}; last lines of {log}:\n{_tail(log)}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        try:
+            wait_until(
+                ready,
+                deadline=deadline,
+                what=name,
+                alive=self._processes.check_alive,
+                log=self.logs_dir / f"{name}.log",
+                errors=(OSError, ApiError, ValueError),
+            )
+        except ComponentExitedError as exc:
+            raise ClusterError(str(exc)) from exc
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from exc
 
     # -- readiness probes --------------------------------------------------
 
@@ -629,98 +508,6 @@ class Cluster:
                 return False
             raise
         return True
-
-
-class _Provisioner:
-    """Binds Pending PVCs of the default class to new hostPath PVs, and deletes released ones."""
-
-    def __init__(self, api: ApiClient, root: Path, interval: float = 0.5) -> None:
-        self._api = api
-        self._root = root
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="devcluster-provisioner", daemon=True)
-        self.errors: list[str] = []
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.sync()
-            except (OSError, ApiError, ValueError, KeyError) as exc:
-                self.errors = [*self.errors[-9:], repr(exc)]
-
-    def sync(self) -> None:
-        pvs = self._api.get("/api/v1/persistentvolumes").get("items", [])
-        existing = {pv["metadata"]["name"] for pv in pvs}
-        for pv in pvs:
-            self._maybe_delete(pv)
-        for pvc in self._api.get("/api/v1/persistentvolumeclaims").get("items", []):
-            spec = pvc.get("spec", {})
-            if pvc.get("status", {}).get("phase") != "Pending" or spec.get("volumeName"):
-                continue
-            if spec.get("storageClassName") != STORAGE_CLASS or "deletionTimestamp" in pvc["metadata"]:
-                continue
-            name = f"pvc-{pvc['metadata']['uid']}"
-            if name not in existing:
-                self._provision(name, pvc)
-
-    def _provision(self, name: str, pvc: JSON) -> None:
-        meta, spec = pvc["metadata"], pvc["spec"]
-        path = self._root / name
-        path.mkdir(parents=True, exist_ok=True)
-        storage = spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")
-        body: JSON = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {
-                "name": name,
-                "labels": {PROVISIONED_LABEL: "true"},
-                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER_NAME},
-            },
-            "spec": {
-                "capacity": {"storage": storage},
-                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete",
-                "storageClassName": STORAGE_CLASS,
-                "volumeMode": spec.get("volumeMode", "Filesystem"),
-                "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
-        }
-        try:
-            self._api.create("/api/v1/persistentvolumes", body)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-
-    def _maybe_delete(self, pv: JSON) -> None:
-        meta = pv["metadata"]
-        if meta.get("labels", {}).get(PROVISIONED_LABEL) != "true" or "deletionTimestamp" in meta:
-            return
-        if pv.get("spec", {}).get("persistentVolumeReclaimPolicy") != "Delete":
-            return
-        if pv.get("status", {}).get("phase") not in ("Released", "Failed"):
-            return
-        try:
-            self._api.delete(f"/api/v1/persistentvolumes/{meta['name']}")
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        shutil.rmtree(self._root / meta["name"], ignore_errors=True)
 
 
 __all__ = [

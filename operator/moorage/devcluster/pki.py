@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -157,11 +158,14 @@ def generate(
     clients: dict[str, tuple[str, tuple[str, ...]]],
     *,
     service_ip: str = "10.96.0.1",
+    apiserver_ips: tuple[str, ...] = (),
 ) -> ClusterPKI:
     """Write a fresh PKI into ``directory``.
 
     ``clients`` maps a file stem to ``(common name, organizations)`` for each
     client certificate to issue (the user name and groups the apiserver sees).
+    ``apiserver_ips`` are more addresses the apiserver serves on (besides
+    127.0.0.1 and the ``kubernetes`` Service IP).
     """
     directory.mkdir(parents=True, exist_ok=True)
     ca = _Authority("moorage-devcluster-ca")
@@ -173,7 +177,7 @@ def generate(
         "kube-apiserver",
         server=True,
         dns_names=APISERVER_DNS_NAMES,
-        ip_addresses=("127.0.0.1", service_ip),
+        ip_addresses=("127.0.0.1", service_ip, *apiserver_ips),
     )
     issued = {stem: ca.issue(directory, stem, cn, organizations=orgs) for stem, (cn, orgs) in clients.items()}
     front_proxy_client = front_proxy.issue(directory, "front-proxy-client", "front-proxy-client")
@@ -196,3 +200,23 @@ def generate(
         service_account_pub=sa_pub_path,
         clients=issued,
     )
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: str, client: CertKey) -> Path:
+    """Write a kubeconfig (mode 0600) for ``user`` authenticating with a client certificate."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "devcluster", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
+            }
+        ],
+        "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": user}}],
+        "current-context": "devcluster",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

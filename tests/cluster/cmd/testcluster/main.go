@@ -1,13 +1,16 @@
 // Command testcluster bundles the Kubernetes control plane used by moorage's
 // end-to-end tests into one binary, one subcommand per component:
 //
-//	testcluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok [flags...]
+//	testcluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|kubelet|kube-proxy [flags...]
+//
+// kubelet and kube-proxy run the dev cluster's one real node (moorage.devcluster.node).
 //
 // Linking everything once saves a lot of build time compared with one binary
 // per component, since the components share most of their dependencies.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,14 +25,16 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kubeproxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 	kwokconfig "sigs.k8s.io/kwok/pkg/config"
 	kwokcmd "sigs.k8s.io/kwok/pkg/kwok/cmd"
 	kwoklog "sigs.k8s.io/kwok/pkg/log"
 	"sigs.k8s.io/kwok/pkg/utils/signals"
 )
 
-const usage = "usage: testcluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok [flags...]"
+const usage = "usage: testcluster etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|kubelet|kube-proxy [flags...]"
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -59,6 +64,10 @@ func run(name string, args []string) int {
 		return runCobra(scheduler.NewSchedulerCommand(), args)
 	case "kwok":
 		return runKwok(args)
+	case "kubelet":
+		return runCobra(kubelet.NewKubeletCommand(context.Background()), args)
+	case "kube-proxy":
+		return runCobra(kubeproxy.NewProxyCommand(), args)
 	default:
 		fmt.Fprintf(os.Stderr, "unknown component %q\n%s\n", name, usage)
 		return 2

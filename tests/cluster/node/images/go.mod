@@ -1,0 +1,3 @@
+module moorage.dev/nodeimages
+
+go 1.26.0
