@@ -1,5 +1,9 @@
 """A snapshot directory on the weights volume: its completion marker, what is left to fetch, disk space.
 
+A file being fetched is <file>.part, as big as the whole file from the start (ranges are written at their
+offsets), with <file>.part.state beside it listing the byte intervals already written. The state is saved
+before the .part grows and after the bytes it lists were flushed, so it never claims a byte that is not there.
+
 Standard library only: `moorage pull` answers a cache hit with this module alone.
 """
 
@@ -15,7 +19,9 @@ from moorage.api.resolved import HubFile, ResolvedSource
 from moorage.hub.errors import InsufficientDiskError, InvalidSourceError
 
 PART_SUFFIX = ".part"
+STATE_SUFFIX = ".part.state"
 MARKER_VERSION = 1
+STATE_VERSION = 1
 
 
 def read_marker(directory: Path) -> dict[str, object] | None:
@@ -65,21 +71,50 @@ def part_path(path: Path) -> Path:
     return path.with_name(path.name + PART_SUFFIX)
 
 
+def state_path(path: Path) -> Path:
+    return path.with_name(path.name + STATE_SUFFIX)
+
+
+def read_state(path: Path, size: int) -> list[tuple[int, int]]:
+    """The intervals of the file's .part that are written; none when there is no state, or one for
+    another size or that cannot be read (its .part is then worth nothing: it is fetched again)."""
+    try:
+        value = json.loads(state_path(path).read_text())
+        if value["version"] != STATE_VERSION or value["size"] != size:
+            return []
+        done = [(int(a), int(b)) for a, b in value["done"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    cursor = 0
+    for a, b in done:  # sorted, disjoint and within the file, or not trusted at all
+        if not cursor <= a < b <= size:
+            return []
+        cursor = b
+    return done
+
+
+def write_state(path: Path, size: int, done: list[tuple[int, int]]) -> None:
+    """Atomically, so a crash leaves the old state or the new one."""
+    state = state_path(path)
+    temporary = state.with_name(state.name + ".tmp")
+    temporary.write_text(json.dumps({"version": STATE_VERSION, "size": size, "done": done}))
+    os.replace(temporary, state)
+
+
 def have_bytes(directory: Path, file: HubFile) -> int:
-    """Bytes of the file already on disk: all of them when it is in place, else its .part so far.
+    """Bytes of the file already on disk: all of them when it is in place, else what its state lists.
 
     A file is in place only after its checksum passed (it is renamed from .part then), so its size is proof.
     """
     path = local_path(directory, file)
-    for candidate, whole in ((path, True), (part_path(path), False)):
-        try:
-            size = candidate.stat().st_size
-        except OSError:
-            continue
-        if whole:
-            return file.size if size == file.size else 0
-        return min(size, file.size)
-    return 0
+    try:
+        if path.stat().st_size == file.size:
+            return file.size
+    except OSError:
+        pass
+    if not part_path(path).exists():
+        return 0
+    return sum(b - a for a, b in read_state(path, file.size))
 
 
 def is_done(directory: Path, file: HubFile) -> bool:

@@ -10,10 +10,8 @@ import errno
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -44,7 +42,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="files to pull (repeatable); default: weights, configs and tokenizer files",
     )
     parser.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
-    parser.add_argument("--workers", type=int, default=4, help="files fetched at once")
+    parser.add_argument(
+        "--connections",
+        "--workers",
+        type=int,
+        default=16,
+        help="requests in flight at once: small files one each, a big file in ranges over all that are free",
+    )
+    parser.add_argument(
+        "--min-range-mib",
+        type=float,
+        default=8.0,
+        help="a big file is cut into ranges fetched at once, none smaller than this (default: 8)",
+    )
     parser.add_argument("--retries", type=int, default=5, help="tries per file and per hub call")
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubling")
     parser.add_argument(
@@ -156,7 +166,7 @@ def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
 def fetch_all(
     resolved: ResolvedSource, directory: Path, commit: "Commit", args: argparse.Namespace, backoff: "Backoff"
 ) -> int:
-    """Fetches what is missing, a few files at a time; returns the bytes transferred."""
+    """Fetches what is missing over a few connections at once; returns the bytes transferred."""
     from moorage.hub import transfer  # noqa: PLC0415 - see pull()
     from moorage.hub.progress import Progress  # noqa: PLC0415
     from moorage.hub.remote import Target  # noqa: PLC0415
@@ -168,32 +178,15 @@ def fetch_all(
         resolved.total_bytes, have, len(resolved.files), interval=args.progress_seconds, say=say
     )
     progress.files_done = len(resolved.files) - len(todo)
-    policy = transfer.Policy(backoff=backoff, stall_seconds=args.stall_timeout)
+    policy = transfer.Policy(
+        backoff=backoff,
+        stall_seconds=args.stall_timeout,
+        connections=max(1, args.connections),
+        min_range=max(1, int(args.min_range_mib * 2**20)),
+    )
     target = Target(resolved.uri, resolved.revision, has_token=commit.token is not None)
-    stop = threading.Event()
-    with transfer.client(policy) as http, ThreadPoolExecutor(max(1, args.workers)) as pool:
-        jobs = [
-            pool.submit(
-                transfer.Transfer(
-                    http,
-                    commit.url(f.path),
-                    commit.headers,
-                    f,
-                    snapshot.local_path(directory, f),
-                    target,
-                    policy,
-                    progress,
-                    stop,
-                ).run
-            )
-            for f in todo
-        ]
-        finished, _ = wait(jobs, return_when=FIRST_EXCEPTION)
-        failures = [e for job in finished if (e := job.exception()) is not None]
-        if failures:
-            stop.set()
-            wait(jobs)
-            raise next((e for e in failures if not isinstance(e, transfer.Cancelled)), failures[0])
+    files = [(f, snapshot.local_path(directory, f), commit.url(f.path)) for f in todo]
+    transfer.Pull(files, commit.headers, target, policy, progress).run()
     say(progress.line())
     return progress.transferred
 

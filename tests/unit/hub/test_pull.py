@@ -105,7 +105,7 @@ def test_a_cut_connection_is_resumed_with_a_range(hub: FakeHub, run_pull: Puller
     result = run_pull(f"hf://{BIG_REPO}")
     assert result.code == ExitCode.OK, result.output
     gets = [r for r in hub.downloads() if r.path.endswith("model.safetensors") and r.status in (200, 206)]
-    assert [r.range for r in gets] == [None, "bytes=300000-"]
+    assert [r.range for r in gets] == [None, f"bytes=300000-{len(BIG) - 1}"]
     assert hub.bytes_sent("model.safetensors") == len(BIG)
     assert files_under(snapshot_path(run_pull.dest, str(result.report.details["sha"]), BIG_REPO)) == {
         "config.json": b"{}",
@@ -116,7 +116,7 @@ def test_a_cut_connection_is_resumed_with_a_range(hub: FakeHub, run_pull: Puller
 def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, run_pull: Puller) -> None:
     sha = add_big(hub)
     hub.stall("model.safetensors", after_bytes=400_000, seconds=30)
-    part = snapshot_path(run_pull.dest, sha, BIG_REPO) / "model.safetensors.part"
+    path = snapshot_path(run_pull.dest, sha, BIG_REPO) / "model.safetensors"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -127,31 +127,31 @@ def test_a_killed_pull_resumes_where_it_stopped(hub: FakeHub, run_pull: Puller) 
             str(run_pull.dest),
             "--stall-timeout",
             "30",
-            "--workers",
-            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30  # a busy machine starts Python slowly
-        while not (part.exists() and part.stat().st_size == 400_000) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30  # a busy machine starts Python slowly; a checkpoint comes every 2 s
+        while snapshot.read_state(path, len(BIG)) != [(0, 400_000)] and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert part.stat().st_size == 400_000, "the pull never got to the stall"
+    assert snapshot.read_state(path, len(BIG)) == [(0, 400_000)], "the pull never got to the stall"
+    assert snapshot.part_path(path).read_bytes()[:400_000] == BIG[:400_000]
     hub.clear_faults()
     hub.reset_log()
 
     result = run_pull(f"hf://{BIG_REPO}")
     assert result.code == ExitCode.OK, result.output
     assert [r.range for r in hub.downloads() if r.path.endswith("model.safetensors") and r.status == 206] == [
-        "bytes=400000-"
+        f"bytes=400000-{len(BIG) - 1}"
     ]
     assert hub.bytes_sent("model.safetensors") == len(BIG) - 400_000
     assert result.report.details["transferred"] == len(BIG) - 400_000  # config.json was in place already
-    assert (part.parent / "model.safetensors").read_bytes() == BIG
+    assert path.read_bytes() == BIG
+    assert not snapshot.state_path(path).exists()
 
 
 def test_a_stall_is_detected_and_retried(hub: FakeHub, run_pull: Puller) -> None:
@@ -164,7 +164,7 @@ def test_a_stall_is_detected_and_retried(hub: FakeHub, run_pull: Puller) -> None
     assert "stalled" in result.output
     # The stalled request is still hanging in the hub (it logs a request when it ends): only the resume shows.
     resumed = [r for r in hub.downloads() if r.path.endswith("model.safetensors") and r.status == 206]
-    assert [(r.range, r.sent) for r in resumed] == [("bytes=100000-", len(BIG) - 100_000)]
+    assert [(r.range, r.sent) for r in resumed] == [(f"bytes=100000-{len(BIG) - 1}", len(BIG) - 100_000)]
 
 
 def test_stalls_every_time_give_a_retryable_failure(hub: FakeHub, run_pull: Puller) -> None:
@@ -296,3 +296,92 @@ def test_main_parses_the_documented_command_line() -> None:
         "/weights",
         ["*.json", "*.safetensors"],
     )
+
+
+RANGED = ["--min-range-mib", "0.25"]
+"""Ranges of 256 KiB: BIG comes in five of them, fetched at once."""
+RANGE = 256 * 1024
+
+
+def big_gets(hub: FakeHub) -> list[tuple[str | None, int]]:
+    return sorted(
+        (r.range, r.sent)
+        for r in hub.downloads()
+        if r.path.endswith("model.safetensors") and r.status in (200, 206)
+    )
+
+
+def test_a_big_file_comes_in_ranges_at_once_from_where_the_hub_redirects(
+    hub: FakeHub, run_pull: Puller
+) -> None:
+    sha = add_big(hub)
+    result = run_pull(f"hf://{BIG_REPO}", *RANGED)
+    assert result.code == ExitCode.OK, result.output
+    starts = range(0, len(BIG), RANGE)
+    assert big_gets(hub) == sorted(
+        (f"bytes={s}-{min(s + RANGE, len(BIG)) - 1}", min(RANGE, len(BIG) - s)) for s in starts
+    )
+    downloads = [r for r in hub.downloads() if r.path.endswith("model.safetensors")]
+    # The hub is asked once; every range goes to the CDN URL it redirected to.
+    assert [r.status for r in downloads if "/resolve/" in r.path] == [302]
+    assert all(r.path.startswith("/cdn/") for r in downloads if r.status == 206)
+    directory = snapshot_path(run_pull.dest, sha, BIG_REPO)
+    assert (directory / "model.safetensors").read_bytes() == BIG
+    assert not snapshot.state_path(directory / "model.safetensors").exists()
+
+
+def test_a_failed_range_is_all_a_later_pull_fetches(hub: FakeHub, run_pull: Puller) -> None:
+    sha = add_big(hub)
+    # Only the first range stalls (its request is the first); the others land whole meanwhile.
+    hub.stall("model.safetensors", after_bytes=100_000, seconds=20, times=1)
+    failed = run_pull(f"hf://{BIG_REPO}", *RANGED, "--retries", "1", "--stall-timeout", "1")
+    assert (failed.code, failed.report.reason) == (ExitCode.RETRYABLE, "DownloadFailed")
+    path = snapshot_path(run_pull.dest, sha, BIG_REPO) / "model.safetensors"
+    assert snapshot.read_state(path, len(BIG)) == [(0, 100_000), (RANGE, len(BIG))]
+    hub.reset_log()
+
+    result = run_pull(f"hf://{BIG_REPO}", *RANGED)
+    assert result.code == ExitCode.OK, result.output
+    assert big_gets(hub) == [(f"bytes=100000-{RANGE - 1}", RANGE - 100_000)]
+    assert result.report.details["transferred"] == RANGE - 100_000
+    assert path.read_bytes() == BIG
+
+
+def test_corruption_in_one_range_fetches_the_file_again(hub: FakeHub, run_pull: Puller) -> None:
+    add_big(hub)
+    hub.corrupt("model.safetensors", times=1)  # the first range's first byte
+    result = run_pull(f"hf://{BIG_REPO}", *RANGED)
+    assert result.code == ExitCode.OK, result.output
+    assert "checksum mismatch" in result.output
+    assert hub.bytes_sent("model.safetensors") == 2 * len(BIG)
+
+
+def test_persistent_corruption_in_ranges_is_permanent_and_nothing_is_kept(
+    hub: FakeHub, run_pull: Puller
+) -> None:
+    sha = add_big(hub)
+    hub.corrupt("model.safetensors", times=None)
+    result = run_pull(f"hf://{BIG_REPO}", *RANGED)
+    assert (result.code, result.report.reason) == (ExitCode.PERMANENT, "ChecksumMismatch")
+    directory = snapshot_path(run_pull.dest, sha, BIG_REPO)
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json"]
+    assert hub.bytes_sent("model.safetensors") == 2 * len(BIG)
+
+
+def test_a_refused_cdn_url_is_asked_for_again_at_the_hub(hub: FakeHub, run_pull: Puller) -> None:
+    add_big(hub)
+    hub.fail(403, path="model.safetensors", times=1, api=False)  # an expired signed URL
+    result = run_pull(f"hf://{BIG_REPO}")
+    assert result.code == ExitCode.OK, result.output
+    resolves = [r.status for r in hub.downloads() if "/resolve/" in r.path and "model" in r.path]
+    assert resolves == [302, 302]
+
+
+def test_many_small_files_go_at_once(hub: FakeHub, run_pull: Puller) -> None:
+    files = {f"part-{i:02d}.json": bytes([i]) * 1000 for i in range(40)}
+    hub.add_repo("org/many", files, repo_type="dataset")
+    hub.stall("part-00.json", after_bytes=10, seconds=1.0)  # then cut: a slow file holds up no other
+    result = run_pull("hf://datasets/org/many", "--stall-timeout", "5")
+    assert result.code == ExitCode.OK, result.output
+    logged = [r.path.rsplit("/", 1)[-1] for r in hub.downloads() if r.path.endswith(".json")]
+    assert set(logged[:39]) == set(files) - {"part-00.json"}  # the stalled request ends last

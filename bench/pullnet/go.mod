@@ -1,0 +1,3 @@
+module moorage.dev/bench/pullnet
+
+go 1.22
