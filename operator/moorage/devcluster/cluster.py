@@ -45,7 +45,7 @@ from moorage.devcluster.fakenodes import (
     node_object,
 )
 from moorage.devcluster.images import LoadResult
-from moorage.devcluster.node import NodeCerts, NodeError, RealNode
+from moorage.devcluster.node import NodeCerts, NodeError, RealNode, default_image_store
 from moorage.devcluster.processes import ComponentExitedError, Processes, free_port, wait_until
 from moorage.devcluster.provisioner import STORAGE_CLASS, Provisioner, storage_class
 
@@ -115,18 +115,26 @@ class Cluster:
     node: RealNode | None
     """The real node, when started with ``real_node=True``."""
 
-    def __init__(self, workdir: Path, bin_dir: Path, node_bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bin_dir: Path,
+        node_bin_dir: Path | None = None,
+        image_store: Path | None = None,
+    ) -> None:
         self.workdir = workdir.resolve()
         self.bin_dir = bin_dir
         self.logs_dir = self.workdir / "logs"
         self.kubeconfig = self.workdir / "kubeconfig"
         self.audit_log = self.logs_dir / "audit.log"
         self.server = ""
+        self.etcd_url = ""
+        """etcd's client URL (plain HTTP on loopback)."""
         self.gpu_nodes = []
         self.cpu_nodes = []
         self._processes = Processes(self.logs_dir, self.workdir)
         self.node = (
-            RealNode(self.workdir / "node", self.logs_dir, bin_dir, node_bin_dir)
+            RealNode(self.workdir / "node", self.logs_dir, bin_dir, node_bin_dir, image_store)
             if node_bin_dir is not None
             else None
         )
@@ -146,12 +154,16 @@ class Cluster:
         real_node: bool = False,
         bin_dir: Path | None = None,
         node_bin_dir: Path | None = None,
+        image_store: Path | None = None,
         timeout: float = 180.0,
     ) -> Cluster:
         """Build if needed, start everything in ``workdir`` and wait until it is usable.
 
         ``real_node``: replace the kwok CPU node by a real one (needs root on
         Linux, one per machine; see :mod:`moorage.devcluster.node`).
+        ``image_store``: the real node's containerd root, where loaded images
+        stay; default :func:`~moorage.devcluster.node.default_image_store`,
+        shared by the runs on this machine so that an image is imported once.
 
         Child processes are tied to the calling thread (``PR_SET_PDEATHSIG``):
         call this from the main thread or from one that outlives the cluster.
@@ -161,7 +173,8 @@ class Cluster:
         node_binaries = (node_bin_dir if node_bin_dir is not None else build_node()) if real_node else None
         deadline = time.monotonic() + timeout
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            cluster = cls(workdir, binaries, node_binaries)
+            store = image_store if image_store is not None else default_image_store()
+            cluster = cls(workdir, binaries, node_binaries, store if real_node else None)
             atexit.register(cluster.stop)
             try:
                 cluster._boot(gpu_nodes, gpus_per_node, deadline)
@@ -316,7 +329,7 @@ class Cluster:
                 path, self.server, certs.ca.cert, user, certs.clients[stem]
             )
 
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         self._spawn(
             "etcd",
@@ -457,6 +470,23 @@ class Cluster:
             f"--kubelet-client-key={kubelet_client.key}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
         ]
+
+    def restart(self, *names: str, while_down: Callable[[], None] | None = None) -> float:
+        """Stop the named control-plane components in that order, call ``while_down``, start them again
+        as they were, in reverse order, and wait until each serves. For tests of control-plane faults;
+        returns the seconds from the first start to all serving."""
+        started = {name: self._processes.find(name) for name in names}
+        for name in names:
+            self._processes.stop(name)
+        if while_down is not None:
+            while_down()
+        begin = time.monotonic()
+        probes = {"etcd": lambda: self._etcd_healthy(self.etcd_url), "kube-apiserver": self._apiserver_ready}
+        for name in reversed(names):
+            self._processes.spawn(name, started[name].argv, env=started[name].env)
+            if name in probes:
+                self._wait(name, time.monotonic() + 60, probes[name])
+        return time.monotonic() - begin
 
     # -- processes -------------------------------------------------------
 

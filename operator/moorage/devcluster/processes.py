@@ -60,6 +60,8 @@ class Component:
     proc: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
 
 
 class Processes:
@@ -84,9 +86,12 @@ class Processes:
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
         )
-        component = Component(name, proc, log_path, log_file)
+        component = Component(name, proc, log_path, log_file, tuple(argv), env)
         self.components.append(component)
         return component
+
+    def find(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
 
     def check_alive(self, waiting_for: str) -> None:
         """Raise :class:`ComponentExitedError` with the log tail of the first component that has exited."""
