@@ -10,6 +10,7 @@ are marked ``cluster`` automatically; on failure the report gets a
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Generator, Iterator
@@ -18,6 +19,33 @@ from typing import Any
 import pytest
 
 from moorage.devcluster import Cluster, dump_diagnostics, wait_for
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster with a real node (containerd, kubelet, kube-proxy, CoreDNS) next to a kwok GPU node, shared
+    by every test that runs real pods. Needs root on Linux and skips otherwise; anywhere else a failure to
+    start fails the tests. At the end it fails if anything the node set up on the host is left behind."""
+    if os.environ.get("MOORAGE_SKIP_CLUSTER") == "1":
+        pytest.skip("MOORAGE_SKIP_CLUSTER=1: not starting the dev cluster (tests/cluster)")
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("the real node (containerd, kubelet, iptables) needs root on Linux")
+    workdir = tmp_path_factory.mktemp("real-devcluster")
+    started = time.monotonic()
+    running = Cluster.start(workdir, gpu_nodes=1, real_node=True)
+    node = running.node
+    assert node is not None
+    print(
+        f"\nreal devcluster up in {time.monotonic() - started:.1f}s "
+        f"(node start {node.timings['node_start_s']:.1f}s, pause image load "
+        f"{node.timings['pause_image_load_s']:.2f}s) at {running.server}"
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+        left = node.leftovers()
+        assert not left, f"the real node left state behind after stop: {left}"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
+        if {"cluster", "real_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
 
 
@@ -46,7 +74,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    running = getattr(item, "funcargs", {}).get("cluster")
+    funcargs = getattr(item, "funcargs", {})
+    running = funcargs.get("cluster") or funcargs.get("real_cluster")
     if isinstance(running, Cluster) and running.running():
         report.sections.append(("devcluster diagnostics", dump_diagnostics(running)))
 

@@ -1,10 +1,8 @@
 """The dev cluster's real node: containers really run, with cluster DNS, Services and the API server.
 
-The session-scoped ``real_cluster`` fixture starts a Cluster with a real node
-(containerd, kubelet, kube-proxy, CoreDNS) next to the kwok GPU nodes. It
-needs root on Linux and skips otherwise; anywhere else a failure to start
-fails the tests. When the session ends the fixture stops the cluster and
-fails if anything the node set up on the host is left behind.
+The session-scoped ``real_cluster`` fixture (conftest.py) starts a Cluster with
+a real node (containerd, kubelet, kube-proxy, CoreDNS) next to the kwok GPU
+nodes.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -37,28 +34,6 @@ pytestmark = [
 ]
 
 NONROOT = 65532
-
-
-@pytest.fixture(scope="session")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if os.environ.get("MOORAGE_SKIP_CLUSTER") == "1":
-        pytest.skip("MOORAGE_SKIP_CLUSTER=1: not starting the dev cluster (tests/cluster)")
-    workdir = tmp_path_factory.mktemp("real-devcluster")
-    started = time.monotonic()
-    running = Cluster.start(workdir, gpu_nodes=1, real_node=True)
-    node = running.node
-    assert node is not None
-    print(
-        f"\nreal devcluster up in {time.monotonic() - started:.1f}s "
-        f"(node start {node.timings['node_start_s']:.1f}s, pause image load "
-        f"{node.timings['pause_image_load_s']:.2f}s) at {running.server}"
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
-        left = node.leftovers()
-        assert not left, f"the real node left state behind after stop: {left}"
 
 
 @pytest.fixture(scope="module")

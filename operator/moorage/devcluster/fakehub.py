@@ -36,6 +36,7 @@ __all__ = [
     "TINY_GATED",
     "TINY_MODEL",
     "TINY_REMOTE_CODE",
+    "TINY_SERVABLE",
     "DemoRepo",
     "FakeHub",
     "Fault",
@@ -56,6 +57,11 @@ TINY_REMOTE_CODE = "moorage/tiny-remote-code"
 TINY_BIN = "moorage/tiny-llama-bin"
 TINY_GATED = "moorage/tiny-gated"
 TINY_DATASET = "moorage/tiny-chat"
+TINY_SERVABLE = "moorage/tiny-llama-64"
+"""A tiny llama that vLLM's CPU kernels serve: head_dim 64 (they refuse 16)."""
+SERVABLE_SHAPE = tinymodel.TinyLlama(
+    vocab_size=256, hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2
+)
 DEMO_TOKEN = "hf_demo_token_0123456789"  # noqa: S105 - a fake token the fake hub accepts for TINY_GATED
 
 
@@ -71,12 +77,14 @@ class DemoRepo:
 
 def demo_repos() -> Iterator[DemoRepo]:
     """The repositories `default_hub()` serves: a tiny llama (tag v1.0), the same with pickled weights, one
-    that needs trust_remote_code, a gated one (DEMO_TOKEN has access) and a chat dataset."""
+    that needs trust_remote_code, a gated one (DEMO_TOKEN has access), a chat dataset and a tiny llama
+    that vLLM on CPU serves."""
     yield DemoRepo(TINY_MODEL, tinymodel.model_files(), tags=("v1.0",))
     yield DemoRepo(TINY_BIN, tinymodel.model_files(weights_format="bin"))
     yield DemoRepo(TINY_REMOTE_CODE, tinymodel.model_files(auto_map=True))
     yield DemoRepo(TINY_GATED, tinymodel.model_files(), gated=True, token=DEMO_TOKEN)
     yield DemoRepo(TINY_DATASET, tinymodel.chat_dataset_files(), repo_type="dataset")
+    yield DemoRepo(TINY_SERVABLE, tinymodel.model_files(SERVABLE_SHAPE))
 
 
 def add_demo_repos(hub: FakeHub) -> dict[str, str]:

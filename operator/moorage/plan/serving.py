@@ -25,6 +25,8 @@ TARGET_ANNOTATIONS = (
 WEIGHTS_BYTES = "moorage.dev/weights-bytes"
 """Annotation: the size of the served weights, which the pods' resource requests are sized from."""
 STARTUP_PERIOD_SECONDS = 10
+DRAIN_SECONDS = 10
+"""How long a replica being removed still serves before vLLM gets SIGTERM (preStop sleep)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,9 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
         "securityContext": container_security_context(),
         # A crash leaves the end of vLLM's log in the pod's status, where the operator reads why.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # A replica being replaced keeps answering until the Service has stopped sending it requests:
+        # endpoints are removed in parallel with SIGTERM, and vLLM stops accepting at once.
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": [
             {"name": "weights", "mountPath": str(WEIGHTS_MOUNT), "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},

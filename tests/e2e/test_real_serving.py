@@ -1,0 +1,326 @@
+"""The product for real, on the dev cluster's real node: the chart installs our operator image, a model on
+the local hub is pulled by `moorage pull` in a container, an adapter is trained by `moorage finetune` on CPU,
+and vLLM's CPU build serves base and adapter behind the model's Service, through a rollout under traffic,
+a broken revision and a delete.
+
+Images come from images/build.sh: $MOORAGE_IMAGES names a file holding its output (scripts/test.sh makes
+it). The tests run in order, each on what the one before left: one model's life.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moorage.devcluster import Cluster, wait_for
+from moorage.devcluster.fakehub import TINY_DATASET, TINY_SERVABLE, FakeHub, default_hub
+from moorage.devcluster.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "serving"
+SYSTEM = "moorage-system"
+MODEL = "tiny"
+ADAPTER = "tiny-support"
+CHAT_SCRIPT = """
+import json, sys, urllib.request as u
+body = {"model": sys.argv[2], "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
+headers = {"Content-Type": "application/json"}
+r = u.Request(sys.argv[1] + "/v1/chat/completions", json.dumps(body).encode(), headers)
+print(u.urlopen(r, timeout=60).read().decode())
+"""
+Obj = dict[str, Any]
+
+
+def _images() -> dict[str, tuple[str, Path]]:
+    listing = os.environ.get("MOORAGE_IMAGES")
+    if not listing:
+        pytest.skip("set MOORAGE_IMAGES to a file holding images/build.sh's output (scripts/test.sh does)")
+    images = {}
+    for line in Path(listing).read_text().splitlines():
+        if line.strip():
+            name, ref, archive = line.split()
+            images[name] = (ref, Path(archive))
+    missing = {"operator", "finetune", "vllm-cpu"} - set(images)
+    if missing:
+        pytest.fail(f"$MOORAGE_IMAGES lacks {sorted(missing)}: run images/build.sh")
+    return images
+
+
+@dataclass
+class Product:
+    cluster: Cluster
+    hub: FakeHub
+    images: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def get(self, *what: str, namespace: str = NAMESPACE) -> Any:
+        return self.cluster.get_json(*what, "-n", namespace)
+
+    def condition(self, type_: str) -> Obj:
+        obj = self.get("osm", MODEL) or {}
+        return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+    def apply_model(self, **serving: Any) -> None:
+        self.cluster.apply(model_manifest(self.hub, **serving), namespace=NAMESPACE)
+
+
+def model_manifest(hub: FakeHub, **serving: Any) -> Obj:
+    vllm = {"maxModelLen": 128, "extraArgs": ["--enforce-eager", *serving.pop("extra", [])]}
+    return {
+        "apiVersion": "moorage.dev/v1alpha1",
+        "kind": "OpenSourceModel",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "source": {"uri": f"hf://{TINY_SERVABLE}"},
+            "serving": {"gpus": 0, "resources": {"cpu": "500m"}, "vllm": vllm, **serving},
+            "fineTune": {
+                "dataset": {"uri": f"hf://datasets/{TINY_DATASET}"},
+                "adapterName": ADAPTER,
+                "lora": {"r": 8},
+                "training": {"maxSteps": 4, "batchSize": 2, "maxSeqLength": 64},
+                "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi"},
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
+    images = _images()
+    started = time.monotonic()
+    for _ref, archive in images.values():
+        real_cluster.load_image(archive)
+    timings = {"image_load_s": time.monotonic() - started}
+    refs = {name: ref for name, (ref, _archive) in images.items()}
+    with default_hub(host=real_cluster.host_address) as hub:
+        repository, tag = refs["operator"].rsplit(":", 1)
+        values = {
+            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "operator": {
+                "finetuneImage": refs["finetune"],
+                "vllmCpuImage": refs["vllm-cpu"],
+                "hfEndpoint": hub.url,
+                "logFormat": "plain",
+            },
+        }
+        values_file = real_cluster.workdir / "moorage-values.json"
+        values_file.write_text(json.dumps(values))
+        install = subprocess.run(
+            [helm, "install", "moorage", str(REPO / "charts" / "moorage"), "-n", SYSTEM,
+             "--create-namespace", "-f", str(values_file), "--kubeconfig", str(real_cluster.kubeconfig),
+             "--wait", "--timeout", "3m"],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert install.returncode == 0, install.stderr + _operator_log(real_cluster)
+        real_cluster.kubectl("create", "namespace", NAMESPACE, check=True)
+        running = Product(real_cluster, hub, refs, timings)
+        try:
+            yield running
+        finally:
+            print(f"\nreal serving timings: {json.dumps(running.timings, indent=1)}")
+            print(f"---- operator log (tail) ----\n{_operator_log(real_cluster)[-6000:]}")
+            real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+            subprocess.run(
+                [helm, "uninstall", "moorage", "-n", SYSTEM, "--kubeconfig", str(real_cluster.kubeconfig)],
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
+
+
+def _operator_log(cluster: Cluster) -> str:
+    return cluster.kubectl("logs", "-n", SYSTEM, "deploy/moorage", "--tail=200").stdout
+
+
+def test_the_operator_runs_from_the_chart_on_the_real_node(product: Product) -> None:
+    (pod,) = product.get("pods", "-l", "app.kubernetes.io/name=moorage", namespace=SYSTEM)["items"]
+    assert pod["spec"]["nodeName"] == product.cluster.cpu_nodes[0]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["containers"][0]["image"] == product.images["operator"]
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, _operator_log(product.cluster)
+
+
+def test_pulls_trains_and_serves_on_cpu(product: Product) -> None:
+    started = time.monotonic()
+    product.apply_model()
+    marks = {"WeightsReady": "pull_s", "FineTuned": "train_s", "Ready": "ready_s"}
+    for type_, key in marks.items():
+        wait_for(
+            lambda type_=type_: product.condition(type_).get("status") == "True",  # type: ignore[misc]
+            timeout=900,
+            interval=2,
+            what=f"{MODEL} {type_} (now: {product.condition('Ready')})",
+        )
+        product.timings[key] = round(time.monotonic() - started, 1)
+    status = product.get("osm", MODEL)["status"]
+    assert status["fineTune"]["servedModelName"] == ADAPTER
+    pods = _serving_pods(product)
+    assert [p["spec"]["nodeName"] for p in pods] == product.cluster.cpu_nodes
+    container = pods[0]["spec"]["containers"][0]
+    assert container["image"] == product.images["vllm-cpu"]
+    assert "nvidia.com/gpu" not in container["resources"].get("requests", {})
+    jobs = {j["metadata"]["labels"]["app.kubernetes.io/component"]: j for j in product.get("jobs")["items"]}
+    assert jobs["weights"]["status"]["succeeded"] == 1 and jobs["finetune"]["status"]["succeeded"] == 1
+
+
+def test_base_and_adapter_answer_through_the_service(product: Product) -> None:
+    service = f"http://{MODEL}.{NAMESPACE}.svc.cluster.local:8000"
+    pod = _serving_pods(product)[0]["metadata"]["name"]
+    for name in (MODEL, ADAPTER):
+        # From inside the cluster: a pod (the vLLM pod's own Python) through the Service's DNS name.
+        result = product.cluster.kubectl(
+            "exec", "-n", NAMESPACE, pod, "--", "python3", "-c", CHAT_SCRIPT, service, name, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["model"] == name and answer["choices"][0]["message"]["role"] == "assistant"
+
+    with _port_forward(product.cluster) as port:
+        models = json.loads(_get(f"http://127.0.0.1:{port}/v1/models"))
+        assert {MODEL, ADAPTER} <= {m["id"] for m in models["data"]}
+        answer = _chat(f"http://127.0.0.1:{port}", ADAPTER)
+        assert answer["model"] == ADAPTER
+
+
+def test_a_spec_change_rolls_out_under_traffic_without_failed_requests(product: Product) -> None:
+    address = _service_address(product)
+    traffic = Traffic(address)
+    traffic.start()
+    try:
+        wait_for(lambda: traffic.ok >= 3, timeout=60, what="traffic flowing before the rollout")
+        started = time.monotonic()
+        product.apply_model(extra=["--max-num-seqs", "8"])
+        wait_for(lambda: _rolled_out(product, "--max-num-seqs"), timeout=600, interval=2, what="the rollout")
+        product.timings["rollout_s"] = round(time.monotonic() - started, 1)
+    finally:
+        traffic.stop()
+    product.timings["rollout_requests_ok"] = traffic.ok
+    product.timings["rollout_requests_failed"] = len(traffic.failures)
+    print(f"\nrollout under traffic: {traffic.ok} requests answered, {len(traffic.failures)} failed")
+    assert traffic.failures == [], traffic.failures[:5]
+
+
+def test_a_broken_revision_crash_loops_and_the_model_says_so(product: Product) -> None:
+    product.apply_model(extra=["--no-such-vllm-flag"])
+
+    def reported() -> Obj | None:
+        ready = product.condition("Ready")
+        return ready if ready.get("reason") == "CrashLoopBackOff" else None
+
+    ready = wait_for(reported, timeout=300, interval=2, what="the model to report the crash loop")
+    assert "no-such-vllm-flag" in ready["message"] or "exited with code" in ready["message"], ready
+    assert product.condition("Available").get("status") == "True", "the old replica keeps serving"
+
+
+def test_delete_removes_every_child(product: Product) -> None:
+    product.cluster.kubectl("delete", "osm", MODEL, "-n", NAMESPACE, "--wait=true", check=True, timeout=120)
+
+    def gone() -> bool:
+        left = product.get("deploy,svc,jobs,pvc,pods", "-l", f"moorage.dev/model={MODEL}")["items"]
+        claims = product.get("pvc", "-l", "moorage.dev/weights")["items"]
+        return not left and not claims
+
+    wait_for(gone, timeout=180, interval=2, what="every child of the model gone")
+
+
+# ---- helpers
+
+
+def _serving_pods(product: Product) -> list[Obj]:
+    selector = f"moorage.dev/model={MODEL},app.kubernetes.io/component=serving"
+    pods = product.get("pods", "-l", selector)["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _rolled_out(product: Product, flag: str) -> bool:
+    deployment = product.get("deploy", MODEL)
+    pods = _serving_pods(product)
+    return (
+        product.condition("Ready").get("status") == "True"
+        and flag in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        and len(pods) == 1
+        and flag in pods[0]["spec"]["containers"][0]["args"]
+    )
+
+
+def _service_address(product: Product) -> str:
+    service = product.get("svc", MODEL)
+    return f"http://{service['spec']['clusterIP']}:8000"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
+def _chat(base: str, model: str, timeout: float = 60) -> Obj:
+    body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return dict(json.loads(response.read()))
+
+
+@contextmanager
+def _port_forward(cluster: Cluster) -> Iterator[int]:
+    """`kubectl port-forward svc/<model>` on a free local port, as a user reaches the model."""
+    port = free_port()
+    kubectl = os.environ.get("MOORAGE_KUBECTL") or shutil.which("kubectl") or "kubectl"
+    process = subprocess.Popen(
+        [kubectl, "--kubeconfig", str(cluster.kubeconfig), "port-forward", "-n", NAMESPACE, f"svc/{MODEL}",
+         f"{port}:8000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def up() -> bool:
+        try:
+            _get(f"http://127.0.0.1:{port}/health")
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_for(up, timeout=30, what="kubectl port-forward")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class Traffic:
+    """One client sending chat completions back to back through the Service, counting what fails."""
+
+    def __init__(self, base: str, limit_s: float = 900) -> None:
+        self.base, self.deadline = base, time.monotonic() + limit_s
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            try:
+                _chat(self.base, MODEL)
+                self.ok += 1
+            except (OSError, urllib.error.URLError, ValueError) as error:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {type(error).__name__}: {error}")
+            time.sleep(0.2)
