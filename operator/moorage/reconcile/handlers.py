@@ -71,10 +71,18 @@ async def _child_event(body: kopf.Body, namespace: str | None, **_: Any) -> None
         _trigger(namespace, owner)
 
 
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels={MANAGED_BY: OPERATOR})
+async def _claim_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    # A weights volume is shared: every owner's apply of its own owner reference changes it, and waking
+    # every owner for each would make N models cost N² reconciles. Nothing in a model's plan or status
+    # reads the volume, so only its deletion (the owners must make it again) concerns them.
+    if type == "DELETED":
+        await _child_event(body, namespace)
+
+
 for _group, _version, _plural in (
     ("apps", "v1", "deployments"),
     ("batch", "v1", "jobs"),
-    ("", "v1", "persistentvolumeclaims"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
 ):
