@@ -15,11 +15,12 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from moorage.devcluster import Cluster, dump_diagnostics, wait_for
+from moorage.devcluster import Cluster, ClusterError, dump_diagnostics, wait_for
 from moorage.devcluster.fakehub import TINY_MODEL, FakeHub, add_demo_repos
 from moorage.devcluster.images import PROBE_IMAGE
 from moorage.devcluster.node import NODE_KIND_LABEL
@@ -225,3 +226,11 @@ def test_volumes_are_writable_by_the_nonroot_uid(real_cluster: Cluster, probe_na
         namespace=probe_namespace,
     )
     _wait_running(real_cluster, probe_namespace, "writer", phase="Succeeded")
+
+
+def test_a_second_real_node_is_refused_while_one_runs(real_cluster: Cluster, tmp_path: Path) -> None:
+    assert real_cluster.node is not None
+    with pytest.raises(ClusterError, match="another real node runs on this machine"):
+        Cluster.start(tmp_path, gpu_nodes=0, real_node=True)
+    assert real_cluster.running()
+    assert real_cluster.kubectl("get", "node", real_cluster.node.name).returncode == 0

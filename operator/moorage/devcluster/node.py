@@ -52,6 +52,19 @@ _SYSCTLS = "real-node-sysctls.json"
 _HOST_PATHS = "real-node-host-paths.json"
 
 
+def default_image_store() -> Path:
+    """containerd's root (images, unpacked layers) shared by the runs on this machine.
+
+    Importing a multi-GB image takes minutes; kept here, it is imported once.
+    Only one real node runs at a time (see :meth:`RealNode.prepare`), so one
+    store is enough.
+    """
+    cache = os.environ.get("MOORAGE_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moorage"
+    )
+    return Path(cache) / "containerd"
+
+
 class NodeError(RuntimeError):
     """The real node cannot run here, or failed to start."""
 
@@ -78,8 +91,16 @@ def _http_ok(url: str) -> bool:
 class RealNode:
     """The real node's processes and host state; see the module docstring for the lifecycle."""
 
-    def __init__(self, node_dir: Path, logs_dir: Path, bin_dir: Path, node_bin_dir: Path) -> None:
+    def __init__(
+        self,
+        node_dir: Path,
+        logs_dir: Path,
+        bin_dir: Path,
+        node_bin_dir: Path,
+        image_store: Path | None = None,
+    ) -> None:
         self.dir = node_dir
+        self.image_store = image_store if image_store is not None else node_dir / "containerd" / "root"
         self.logs_dir = logs_dir
         self.bin_dir = bin_dir
         self.node_bin_dir = node_bin_dir
@@ -116,7 +137,14 @@ class RealNode:
         self._recover()
         self.dir.mkdir(parents=True, exist_ok=True)
         (STATE_DIR / _STATE).write_text(
-            json.dumps({"pid": os.getpid(), "dir": str(self.dir), "socket": str(self.socket)})
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "dir": str(self.dir),
+                    "socket": str(self.socket),
+                    "image_store": str(self.image_store),
+                }
+            )
         )
         self.host_paths_before = nodeclean.record_host_paths(STATE_DIR / _HOST_PATHS)
         self._prepared = True
@@ -142,11 +170,15 @@ class RealNode:
             self.processes.stop(name)
         if self._prepared:
             # Containers outlive the kubelet and containerd: kill them and
-            # their shims first, so that containerd has nothing to restart.
+            # their shims first, so that containerd has nothing to restart,
+            # then drop them from the image store, which the next run reuses.
             nodeclean.kill_containers(self.socket)
+            if any(c.name == "containerd" for c in self.processes.components):
+                nodeclean.forget_containers(self.ctr)
         self.processes.stop()
         if self._prepared:
             nodeclean.clean(self.dir, self.socket, STATE_DIR / _HOST_PATHS)
+            nodeclean.unmount_all(self.image_store)
             hostnet.teardown(STATE_DIR / _SYSCTLS)
             with contextlib.suppress(FileNotFoundError):
                 (STATE_DIR / _STATE).unlink()
@@ -185,7 +217,7 @@ class RealNode:
     def _containerd_config(self, root: Path, cni_conf_dir: Path) -> str:
         runtime = "plugins.'io.containerd.cri.v1.runtime'"
         return f"""version = 3
-root = "{root / "root"}"
+root = "{self.image_store}"
 state = "{root / "state"}"
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
 
@@ -437,5 +469,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(state_file.read_text())
             nodeclean.clean(Path(state["dir"]), Path(state["socket"]), STATE_DIR / _HOST_PATHS)
+            nodeclean.unmount_all(Path(state["image_store"]))
         hostnet.teardown(STATE_DIR / _SYSCTLS)
         state_file.unlink()

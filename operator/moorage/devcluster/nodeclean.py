@@ -16,8 +16,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from moorage.devcluster.images import K8S_NAMESPACE
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: The kubelet's pod cgroup (cgroupfs driver, cgroupRoot /) in each hierarchy.
@@ -116,6 +118,29 @@ def kill_containers(containerd_socket: Path, timeout: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def forget_containers(ctr: Sequence[str]) -> None:
+    """Delete the (dead) pod containers and sandboxes from containerd, keeping its images.
+
+    The next run's kubelet would otherwise find sandboxes of pods that no API
+    server knows and spend its first minute collecting them.
+    """
+    for kind in ("containers", "sandboxes"):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            listed = subprocess.run(
+                [*ctr, "-n", K8S_NAMESPACE, kind, "ls"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            # A table: a header line, then the id first on each line (`sandboxes ls` has no -q).
+            ids = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()]
+            if listed.returncode == 0 and ids:
+                force = ["--force"] if kind == "sandboxes" else []
+                rm = [*ctr, "-n", K8S_NAMESPACE, kind, "rm", *force, *ids]
+                subprocess.run(rm, capture_output=True, timeout=60, check=False)
 
 
 def remove_cgroups(timeout: float = 10.0) -> None:
