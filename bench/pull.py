@@ -2,7 +2,7 @@
 same servers: on loopback, then across an emulated WAN.
 
     bench/setup.sh                                    # once: aria2c, curl, iproute2, pullnet, toxiproxy
-    .venv/bin/python bench/pull.py [--runs 3] [--big-mib 1024] [--wan-big-mib 256] [--no-wan]
+    .venv/bin/python bench/pull.py [--runs 2] [--big-mib 1024] [--wan-big-mib 512] [--no-wan | --no-loopback]
 
 The hub API is moorage's fake hub; the files come from pullnet (Go, bench/pullnet) which redirects the hub's
 /resolve/ URLs to its CDN listener as huggingface.co does, so a client follows one redirect per file as in
@@ -39,9 +39,12 @@ def main() -> None:
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="moorage-pullbench-", dir=base) as tmp:
         root = Path(tmp)
-        loopback(root, args)
+        if not args.no_loopback:
+            loopback(root, args)
         if not args.no_wan:
             emulated_wan(root, args)
+    # The other work on the machine shares its cores with the tools: numbers from a busy one are noisy.
+    print("\nload average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-connection-mbit", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds a run may take")
     parser.add_argument("--no-wan", action="store_true", help="loopback only (no root needed)")
+    parser.add_argument("--no-loopback", action="store_true", help="the WAN only")
     parser.add_argument("--tools", nargs="*", default=list(tools.TOOLS), choices=list(tools.TOOLS))
     return parser.parse_args()
 

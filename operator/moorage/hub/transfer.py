@@ -1,7 +1,7 @@
 """Fetching the files of a snapshot: many connections at once, resumable by range, verified, and a file in
 place only when whole.
 
-Workers, one thread and one connection each, take work in the order of the files:
+Workers, one thread and one connection each, take work in the order of the files, smallest first:
   - a file nobody has opened: open its .part (with what an earlier run left, snapshot.read_state) and fetch
     its first missing range from the hub URL, following the hub's redirect to its CDN; the final URL is kept
     for the file's other ranges, so there is one hub request per file, as with a plain download;
