@@ -22,7 +22,7 @@ import pytest
 
 from moorage.devcluster import Cluster, ClusterError, dump_diagnostics, wait_for
 from moorage.devcluster.fakehub import TINY_MODEL, FakeHub, add_demo_repos
-from moorage.devcluster.images import PROBE_IMAGE
+from moorage.devcluster.images import PROBE_IMAGE, containerd_images, write_scratch_image
 from moorage.devcluster.node import NODE_KIND_LABEL
 from moorage.devcluster.processes import free_port
 
@@ -35,6 +35,7 @@ pytestmark = [
 ]
 
 NONROOT = 65532
+TAGGED = "localhost/moorage/probe-tags"
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +235,17 @@ def test_a_second_real_node_is_refused_while_one_runs(real_cluster: Cluster, tmp
         Cluster.start(tmp_path, gpu_nodes=0, real_node=True)
     assert real_cluster.running()
     assert real_cluster.kubectl("get", "node", real_cluster.node.name).returncode == 0
+
+
+def test_loading_a_new_tag_forgets_the_old_one(real_cluster: Cluster, tmp_path: Path) -> None:
+    node = real_cluster.node
+    assert node is not None
+    probe = node.node_bin_dir / "probe"
+    for tag in ("old", "new"):
+        archive = write_scratch_image(
+            tmp_path / f"{tag}.tar", f"{TAGGED}:{tag}", probe, entrypoint=["/probe"]
+        )
+        assert not real_cluster.load_image(archive).skipped
+    names = containerd_images(node.ctr)
+    assert f"{TAGGED}:new" in names
+    assert f"{TAGGED}:old" not in names

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 from moorage.devcluster.hostnet import cni_config, foreign_jump
-from moorage.devcluster.images import archive_images, write_scratch_image
+from moorage.devcluster.images import _repository, archive_images, write_scratch_image
 
 
 def test_scratch_images_are_reproducible_oci_archives(tmp_path: Path) -> None:
@@ -62,3 +62,9 @@ def test_pods_are_not_masqueraded_and_keep_their_ipam_state_in_the_node_dir(tmp_
     bridge = config["plugins"][0]  # type: ignore[index]
     assert bridge["ipMasq"] is False
     assert bridge["ipam"]["dataDir"] == str(tmp_path / "ipam")
+
+
+def test_the_repository_of_an_image_name_keeps_a_registry_port() -> None:
+    assert _repository("localhost/moorage/vllm-cpu:18c95c7f") == "localhost/moorage/vllm-cpu"
+    assert _repository("localhost:5000/moorage/operator:v1") == "localhost:5000/moorage/operator"
+    assert _repository("localhost:5000/moorage/operator") == "localhost:5000/moorage/operator"

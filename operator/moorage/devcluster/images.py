@@ -161,6 +161,8 @@ def load_image(ctr: Sequence[str], archive: Path) -> LoadResult:
     ``ctr`` is the command prefix that reaches the node's containerd (binary
     and ``--address``). An OCI archive whose images are all present with the
     same digests is not read again: importing a multi-GB image takes minutes.
+    Other tags of the same repositories are removed after an import, so that
+    the image store keeps one build of each image.
     """
     started = time.monotonic()
     if not archive.is_file():
@@ -187,4 +189,22 @@ def load_image(ctr: Sequence[str], archive: Path) -> LoadResult:
     missing = sorted(set(wanted) - set(loaded))
     if missing:
         raise ImageError(f"ctr imported {archive} but containerd lacks {', '.join(missing)}")
+    _remove_other_tags(ctr, loaded, present)
     return LoadResult(loaded, skipped=False, seconds=time.monotonic() - started)
+
+
+def _repository(name: str) -> str:
+    """``localhost/moorage/vllm-cpu:abc`` -> ``localhost/moorage/vllm-cpu`` (a port's colon stays)."""
+    head, _, tag = name.rpartition(":")
+    return head if head and "/" not in tag else name
+
+
+def _remove_other_tags(ctr: Sequence[str], loaded: dict[str, str], present: dict[str, str]) -> None:
+    """Forget older tags of the repositories just loaded: the image store outlives runs, and each
+    rebuild of a multi-GB image would otherwise stay on disk (containerd collects the unused layers)."""
+    repositories = {_repository(name) for name in loaded}
+    stale = [n for n in present if n not in loaded and _repository(n) in repositories and "@" not in n]
+    if stale:
+        subprocess.run(
+            [*ctr, "-n", K8S_NAMESPACE, "images", "rm", *stale], capture_output=True, timeout=120, check=False
+        )
