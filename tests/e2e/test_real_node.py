@@ -249,3 +249,66 @@ def test_loading_a_new_tag_forgets_the_old_one(real_cluster: Cluster, tmp_path: 
     names = containerd_images(node.ctr)
     assert f"{TAGGED}:new" in names
     assert f"{TAGGED}:old" not in names
+
+
+@pytest.fixture
+def neighbour() -> Iterator[str]:
+    """A web server in a network namespace of its own, reached from the host over a veth pair:
+    a stand-in for anything off this machine. Yields its URL."""
+    suffix = uuid.uuid4().hex[:4]
+    netns, host_if, peer_if = f"moorage-nb-{suffix}", f"mnb{suffix}0", f"mnb{suffix}1"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", netns)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+        ip("link", "set", peer_if, "netns", netns)
+        ip("addr", "add", "10.246.0.1/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        for args in (("addr", "add", "10.246.0.2/30", "dev", peer_if), ("link", "set", peer_if, "up")):
+            ip("netns", "exec", netns, "ip", *args)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                sys.executable,
+                "-m",
+                "http.server",
+                "8099",
+                "--bind",
+                "10.246.0.2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = "http://10.246.0.2:8099/"
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(up, timeout=20, what="the neighbour's web server")
+        yield url
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+
+
+def test_pods_reach_nothing_beyond_this_machine(
+    real_cluster: Cluster, probe_namespace: str, neighbour: str
+) -> None:
+    # The host reaches the neighbour (see the fixture); a pod is refused at once.
+    result = real_cluster.kubectl("exec", "-n", probe_namespace, "client", "--", "/probe", "get", neighbour)
+    assert result.returncode != 0
+    assert "connection refused" in result.stderr + result.stdout

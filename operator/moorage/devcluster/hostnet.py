@@ -3,9 +3,10 @@
 Pods live on a bridge of their own (``moorage0``, 10.245.0.0/24); its gateway
 address is the *host address*, on which the API server, the kubelet, CoreDNS
 and the local hub listen, so pods reach them without anything listening on
-the machine's real interfaces. Addresses that only exist in the API (the
-kwok nodes and their pods, Service IPs nobody serves) are routed nowhere, so a
-pod can never send traffic off the machine by talking to one of them.
+the machine's real interfaces. Pods reach nothing beyond this machine: the
+host forwards only between pods (their packets are never masqueraded or
+forwarded out), and addresses that only exist in the API (the kwok nodes and
+their pods, Service IPs nobody serves) are routed nowhere.
 
 Everything here is undone by :func:`teardown`, which is also safe to run on a
 host where nothing was set up, or where a crashed run left half of it.
@@ -28,7 +29,9 @@ DNS_SERVICE_IP = "10.96.0.10"
 #: Addresses the API shows but no host has: kwok's pod range and node IPs.
 UNREACHABLE_CIDRS = ("10.244.0.0/16", "10.1.0.0/24")
 #: Prefixes of the iptables chains kube-proxy, the kubelet and the CNI plugins create.
-CHAIN_PREFIXES = ("KUBE-", "CNI-")
+CHAIN_PREFIXES = ("KUBE-", "CNI-", "MOORAGE-NODE-")
+#: Our own chain in the filter table's FORWARD: see :func:`_confine_forwarding`.
+FORWARD_CHAIN = "MOORAGE-NODE-FORWARD"
 CNI_NETWORK = "moorage"
 
 #: Sysctls the node sets or lets the kubelet and kube-proxy set; restored on teardown.
@@ -91,6 +94,8 @@ def setup(saved_sysctls: Path) -> None:
     """
     if not saved_sysctls.exists():
         saved_sysctls.write_text(json.dumps(read_sysctls(), indent=1))
+    forwarding_was_on = json.loads(saved_sysctls.read_text()).get("net/ipv4/ip_forward") == "1"
+    _confine_forwarding(others_too=not forwarding_was_on)
     write_sysctls(_SYSCTL_SETTINGS)
     gateway = f"{HOST_ADDRESS}/{ipaddress.ip_network(NODE_POD_CIDR).prefixlen}"
     if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
@@ -103,6 +108,28 @@ def setup(saved_sysctls: Path) -> None:
     _run("ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE)
     for cidr in UNREACHABLE_CIDRS:
         _run("ip", "route", "replace", "unreachable", cidr)
+
+
+def _confine_forwarding(*, others_too: bool) -> None:
+    """Let the host forward only between pods, never to or from another interface.
+
+    Pods have no business off this machine, so nothing of theirs is forwarded
+    out (or in). ``others_too``: forwarding was off before the node turned it
+    on, so keep it off for every other interface too (say, a network
+    namespace of someone else's test), as it was.
+    """
+    chain = ("iptables", "-w", "-t", "filter")
+    if _run(*chain, "-L", FORWARD_CHAIN, "-n", check=False).returncode == 0:
+        _run(*chain, "-F", FORWARD_CHAIN)
+    else:
+        _run(*chain, "-N", FORWARD_CHAIN)
+    _run(*chain, "-A", FORWARD_CHAIN, "-i", BRIDGE, "-o", BRIDGE, "-j", "RETURN")
+    _run(*chain, "-A", FORWARD_CHAIN, "-i", BRIDGE, "-j", "REJECT")
+    _run(*chain, "-A", FORWARD_CHAIN, "-o", BRIDGE, "-j", "REJECT")
+    if others_too:
+        _run(*chain, "-A", FORWARD_CHAIN, "-j", "REJECT")
+    if _run(*chain, "-C", "FORWARD", "-j", FORWARD_CHAIN, check=False).returncode != 0:
+        _run(*chain, "-I", "FORWARD", "1", "-j", FORWARD_CHAIN)
 
 
 def cni_config(ipam_dir: Path) -> dict[str, object]:
