@@ -380,7 +380,7 @@ def test_a_refused_cdn_url_is_asked_for_again_at_the_hub(hub: FakeHub, run_pull:
 def test_many_small_files_go_at_once(hub: FakeHub, run_pull: Puller) -> None:
     files = {f"part-{i:02d}.json": bytes([i]) * 1000 for i in range(40)}
     hub.add_repo("org/many", files, repo_type="dataset")
-    hub.stall("part-00.json", after_bytes=10, seconds=1.0)  # then cut: a slow file holds up no other
+    hub.stall("part-00.json", after_bytes=10, seconds=2.0)  # then cut: a slow file holds up no other
     result = run_pull("hf://datasets/org/many", "--stall-timeout", "5")
     assert result.code == ExitCode.OK, result.output
     logged = [r.path.rsplit("/", 1)[-1] for r in hub.downloads() if r.path.endswith(".json")]
