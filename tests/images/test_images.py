@@ -4,6 +4,7 @@ The build script's stdout is the source of truth: `images/build.sh > images.txt`
 `MOORAGE_IMAGES=images.txt pytest tests/images`. Without it (or without buildah and root) these tests skip.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -18,10 +19,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from moorage.devcluster.tinymodel import TinyLlama, model_files
+from moorage.devcluster.tinymodel import TinyLlama, chat_dataset_files, model_files
 
 NON_ROOT = "65532:65532"
 # What buildah's chroot isolation itself leaves in a container's upper layer (mount points, /run).
@@ -211,56 +213,6 @@ def test_vllm_cpu_cli(
     assert not run.changed, f"wrote outside /tmp and HOME: {sorted(run.changed)}"
 
 
-@pytest.mark.skipif(
-    os.environ.get("MOORAGE_IMAGES_SERVE") != "1", reason="serving takes a minute: set MOORAGE_IMAGES_SERVE=1"
-)
-def test_vllm_cpu_serves_a_tiny_model(
-    images: dict[str, Built], container: type[Container], scratch: Callable[[str], Path]
-) -> None:
-    model = scratch("model")
-    # vLLM's CPU attention wants head_dim 64 (it refuses 16).
-    for path, data in model_files(TinyLlama(hidden_size=128, intermediate_size=256)).items():
-        (model / path).write_bytes(data)
-    c = container(image(images, "vllm-cpu").ref)
-    port = _free_port()
-    volumes = [f"{model}:/models/tiny:ro", f"{scratch('tmp')}:/tmp", f"{scratch('home')}:/home/vllm"]
-    argv = [
-        "vllm", "serve", "/models/tiny", "--served-model-name", "tiny", "--port", str(port),
-        "--max-model-len", "128", "--enforce-eager",
-    ]  # fmt: skip
-    # On CPU, --gpu-memory-utilization is a fraction of the host's memory (not the pod's): size the KV
-    # cache instead, as a CPU serving pod must.
-    env = ["VLLM_CPU_KVCACHE_SPACE=1"]
-    log = scratch("log") / "vllm.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            c.command(argv, volumes, env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        base = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, f"vllm exited {server.returncode}:\n{log.read_text()[-4000:]}"
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=5) as response:
-                    models = json.load(response)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"vllm not up in 240 s:\n{log.read_text()[-4000:]}"
-                time.sleep(2)
-        assert [m["id"] for m in models["data"]] == ["tiny"]
-        body = json.dumps({"model": "tiny", "prompt": "w4 w5", "max_tokens": 4}).encode()
-        request = urllib.request.Request(
-            f"{base}/completions", data=body, headers={"content-type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            completion = json.load(response)
-        assert completion["choices"][0]["text"]
-    finally:
-        _stop(server)
-    assert not c.changed(volumes), f"wrote outside /tmp and HOME: {sorted(c.changed(volumes))}"
-
-
 @pytest.fixture
 def scratch(tmp_path: Path) -> Callable[[str], Path]:
     """Fresh host directories that any uid may write: stand-ins for the pod's emptyDirs."""
@@ -272,6 +224,133 @@ def scratch(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return make
+
+
+SERVE = pytest.mark.skipif(
+    os.environ.get("MOORAGE_IMAGES_SERVE") != "1", reason="serving takes a minute: set MOORAGE_IMAGES_SERVE=1"
+)
+
+
+@SERVE
+def test_vllm_cpu_serves_a_tiny_model(
+    images: dict[str, Built], container: type[Container], scratch: Callable[[str], Path]
+) -> None:
+    model = _tiny_model(scratch("model"))
+    with _serving(image(images, "vllm-cpu"), container, scratch, model) as base:
+        assert _model_ids(base) == ["tiny"]
+        assert _complete(base, "tiny")
+
+
+@SERVE
+def test_an_adapter_trained_by_the_finetune_image_serves_on_vllm_cpu(
+    images: dict[str, Built], container: type[Container], scratch: Callable[[str], Path]
+) -> None:
+    """The product's path on CPU: `moorage finetune` in its image, then `vllm serve --enable-lora`."""
+    finetune, vllm = image(images, "finetune"), image(images, "vllm-cpu")
+    model, work, out = _tiny_model(scratch("model")), scratch("work"), scratch("out")
+    (work / "train.jsonl").write_bytes(chat_dataset_files(rows=16)["train.jsonl"])
+    spec = {
+        "dataset": {"uri": "/work/train.jsonl", "format": "chat"},
+        "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 32},
+        "lora": {"r": 8, "alpha": 16},
+    }
+    (work / "spec.json").write_text(json.dumps(spec))
+    trainer = container(finetune.ref)
+    volumes = [f"{model}:/models/tiny:ro", f"{work}:/work:ro", f"{out}:/out", f"{scratch('tmp')}:/tmp"]
+    argv = [
+        "moorage",
+        "finetune",
+        "--base",
+        "/models/tiny",
+        "--spec",
+        "/work/spec.json",
+        "--output",
+        "/out/a",
+    ]
+    run = trainer.run(*argv, volumes=volumes, timeout=300)
+    assert (out / "a" / "adapter_config.json").is_file(), run.output[-3000:]
+    assert not run.changed, f"wrote outside /tmp and its volumes: {sorted(run.changed)}"
+
+    lora = ["--enable-lora", "--lora-modules", "tiny-lora=/out/a", "--max-lora-rank", "8"]
+    with _serving(vllm, container, scratch, model, [f"{out}:/out:ro"], lora) as base:
+        assert _model_ids(base) == ["tiny", "tiny-lora"]
+        assert _chat(base, "tiny-lora")
+        assert _chat(base, "tiny")
+
+
+def _tiny_model(path: Path) -> Path:
+    # vLLM's CPU attention wants head_dim 64 (it refuses 16).
+    for name, data in model_files(TinyLlama(hidden_size=128, intermediate_size=256)).items():
+        (path / name).write_bytes(data)
+    return path
+
+
+@contextlib.contextmanager
+def _serving(
+    built: Built,
+    container: type[Container],
+    scratch: Callable[[str], Path],
+    model: Path,
+    volumes: Sequence[str] = (),
+    flags: Sequence[str] = (),
+) -> Iterator[str]:
+    """`vllm serve` of the tiny model as the serving pod runs it; yields the API's base URL once it answers.
+    Afterwards: nothing was written outside the pod's emptyDirs (/tmp, /home/vllm)."""
+    c = container(built.ref)
+    port = _free_port()
+    tmp, home = scratch("vllm-tmp"), scratch("vllm-home")
+    volumes = [f"{model}:/models/tiny:ro", f"{tmp}:/tmp", f"{home}:/home/vllm", *volumes]
+    argv = [
+        "vllm", "serve", "/models/tiny", "--served-model-name", "tiny", "--port", str(port),
+        "--max-model-len", "128", "--enforce-eager", *flags,
+    ]  # fmt: skip
+    # On CPU, --gpu-memory-utilization is a fraction of the host's memory (not the pod's): size the KV
+    # cache instead, as a CPU serving pod must.
+    env = ["VLLM_CPU_KVCACHE_SPACE=1"]
+    log = scratch("vllm-log") / "vllm.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            c.command(argv, volumes, env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, f"vllm exited {server.returncode}:\n{log.read_text()[-4000:]}"
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"vllm not up in 240 s:\n{log.read_text()[-4000:]}"
+                time.sleep(2)
+        yield base
+    finally:
+        _stop(server)
+    assert not c.changed(volumes), f"wrote outside /tmp and HOME: {sorted(c.changed(volumes))}"
+
+
+def _post(url: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.load(response))
+
+
+def _model_ids(base: str) -> list[str]:
+    with urllib.request.urlopen(f"{base}/models", timeout=10) as response:
+        return sorted(m["id"] for m in json.load(response)["data"])
+
+
+def _complete(base: str, model: str) -> str:
+    answer = _post(f"{base}/completions", {"model": model, "prompt": "w4 w5", "max_tokens": 4})
+    return str(answer["choices"][0]["text"])
+
+
+def _chat(base: str, model: str) -> str:
+    messages = [{"role": "user", "content": "w4 w5"}]
+    answer = _post(f"{base}/chat/completions", {"model": model, "messages": messages, "max_tokens": 4})
+    return str(answer["choices"][0]["message"]["content"])
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
