@@ -50,6 +50,12 @@ func main() {
 	// A new connection per request: the fake hub (Python's http.server) and Go's pool of idle connections
 	// disagree about when one is closed, which shows as 502s.
 	proxy.Transport = &http.Transport{DisableKeepAlives: true}
+	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		if r.Context().Err() == nil { // a client that went away (aria2c drops spare connections) is no news
+			log.Printf("hub: %s %s: %v", r.Method, r.URL, err)
+		}
+		w.WriteHeader(http.StatusBadGateway)
+	}
 	cache := &cache{proxy: proxy, answers: map[string]*answer{}}
 	for _, entry := range static {
 		// Endpoints the fake hub lacks, such as the tree listing huggingface_hub's snapshot_download reads.
