@@ -26,8 +26,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 POD_CGROUP = "kubepods"
 #: Paths outside the node directory that the kubelet or containerd write to
 #: whatever they are configured with; removed on stop unless they existed before.
+SHIM_SOCKETS = Path("/run/containerd")
 HOST_PATHS = (
-    Path("/run/containerd"),  # the shims' sockets (/run/containerd/s)
+    SHIM_SOCKETS,  # the shims' sockets (/run/containerd/s), whatever containerd's state dir
     Path("/var/lib/kubelet"),  # device-plugins
     Path("/var/log/containers"),
     Path("/var/log/pods"),
@@ -162,7 +163,11 @@ def remove_host_paths(record: Path, pod_logs: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         existed = json.loads(record.read_text())
     for path in HOST_PATHS:
-        if not existed.get(str(path), False):
+        if path == SHIM_SOCKETS:
+            # Another containerd on this machine may keep its shims' sockets
+            # there too: remove only dead sockets, and directories left empty.
+            _remove_dead_sockets(path, keep_root=existed.get(str(path), False))
+        elif not existed.get(str(path), False):
             shutil.rmtree(path, ignore_errors=True)
     containers = Path("/var/log/containers")
     if containers.is_dir():
@@ -173,6 +178,41 @@ def remove_host_paths(record: Path, pod_logs: Path) -> None:
                     link.unlink()
     with contextlib.suppress(FileNotFoundError):
         record.unlink()
+
+
+def _listening_sockets() -> set[str]:
+    """Paths of the unix sockets some process has bound (from /proc/net/unix)."""
+    paths = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7].startswith("/"):
+                paths.add(fields[7])
+    return paths
+
+
+def _dead_entries(root: Path) -> list[Path]:
+    """Files under ``root`` that are not a live socket, and directories, deepest first."""
+    if not root.is_dir():
+        return []
+    live = _listening_sockets()
+    entries = []
+    for directory, subdirs, files in os.walk(root, topdown=False):
+        entries += [Path(directory) / f for f in files if str(Path(directory) / f) not in live]
+        entries += [Path(directory) / d for d in subdirs]
+    return entries
+
+
+def _remove_dead_sockets(root: Path, *, keep_root: bool) -> None:
+    for entry in _dead_entries(root):
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                entry.rmdir()  # only when empty
+            else:
+                entry.unlink()
+    if not keep_root:
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def clean(node_dir: Path, containerd_socket: Path, record: Path) -> None:
@@ -188,5 +228,9 @@ def leftovers(node_dir: Path, containerd_socket: Path, existed_before: Mapping[s
     found = [f"mount {p}" for p in _mountpoints_under(node_dir)]
     found += [f"cgroup {d}" for d in _cgroup_dirs()]
     found += [f"shim pid {p}" for p in sorted(_shim_pids(containerd_socket))]
-    found += [f"path {p}" for p in HOST_PATHS if p.exists() and not existed_before.get(str(p), False)]
+    for path in HOST_PATHS:
+        if path == SHIM_SOCKETS:
+            found += [f"dead socket {e}" for e in _dead_entries(path) if not e.is_dir()]
+        elif path.exists() and not existed_before.get(str(path), False):
+            found.append(f"path {path}")
     return found
