@@ -1,4 +1,8 @@
-"""``python -m moorage.devcluster up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N] [--real-node]``."""
+"""``python -m moorage.devcluster up [--workdir DIR] [--gpu-nodes N] [--gpus-per-node N] [--real-node]``.
+
+``build [--real-node]`` only builds; ``clean`` removes what a real node that
+died without stopping left behind (its containers run until then).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from types import FrameType
 
 from moorage.devcluster.build import build, build_node
 from moorage.devcluster.cluster import Cluster
+from moorage.devcluster.node import NodeError, clean_after_crash
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -30,10 +35,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace the kwok CPU node by a real one (containerd, kubelet; Linux, root)",
     )
+    sub.add_parser("clean", help="remove what a real node that died without stopping left behind")
     build_parser = sub.add_parser("build", help="build the binaries and print their directory")
     build_parser.add_argument("--real-node", action="store_true", help="also build the real node's programs")
     args = parser.parse_args(argv)
 
+    if args.command == "clean":
+        try:
+            cleaned = clean_after_crash()
+        except NodeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print("cleaned up after a real node that died" if cleaned else "nothing to clean up", file=sys.stderr)
+        return 0
     if args.command == "build":
         print(build())
         if args.real_node:

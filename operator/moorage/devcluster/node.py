@@ -124,17 +124,8 @@ class RealNode:
         """Take the machine-wide lock, clean up after a crashed run, set up the host network."""
         if os.geteuid() != 0:
             raise NodeError("the real node needs root (containerd, the kubelet, iptables)")
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        lock = (STATE_DIR / _LOCK).open("a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise NodeError(
-                f"another real node runs on this machine: {self._holder()}; stop it first"
-            ) from None
-        self._lock_file = lock
-        self._recover()
+        self._lock_file = _lock()
+        _recover()
         self.dir.mkdir(parents=True, exist_ok=True)
         (STATE_DIR / _STATE).write_text(
             json.dumps(
@@ -455,20 +446,47 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
             for c in node.get("status", {}).get("conditions", [])
         )
 
-    def _holder(self) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads((STATE_DIR / _STATE).read_text())
-            return f"pid {state.get('pid')}, node directory {state.get('dir')}"
-        return f"see {STATE_DIR / _LOCK}"
 
-    def _recover(self) -> None:
-        """Clean up after a run that died holding the node (its state file is still there)."""
-        state_file = STATE_DIR / _STATE
-        if not state_file.exists():
-            return
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads(state_file.read_text())
-            nodeclean.clean(Path(state["dir"]), Path(state["socket"]), STATE_DIR / _HOST_PATHS)
-            nodeclean.unmount_all(Path(state["image_store"]))
-        hostnet.teardown(STATE_DIR / _SYSCTLS)
-        state_file.unlink()
+def _holder() -> str:
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads((STATE_DIR / _STATE).read_text())
+        return f"pid {state.get('pid')}, node directory {state.get('dir')}"
+    return f"see {STATE_DIR / _LOCK}"
+
+
+def _lock() -> IO[str]:
+    """Take the machine-wide real node lock (held until the file is closed or the process ends)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    lock = (STATE_DIR / _LOCK).open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise NodeError(f"another real node runs on this machine: {_holder()}; stop it first") from None
+    return lock
+
+
+def _recover() -> bool:
+    """Clean up after a run that died holding the node (its state file is still there); True if one did."""
+    state_file = STATE_DIR / _STATE
+    if not state_file.exists():
+        return False
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(state_file.read_text())
+        nodeclean.clean(Path(state["dir"]), Path(state["socket"]), STATE_DIR / _HOST_PATHS)
+        nodeclean.unmount_all(Path(state["image_store"]))
+    hostnet.teardown(STATE_DIR / _SYSCTLS)
+    state_file.unlink()
+    return True
+
+
+def clean_after_crash() -> bool:
+    """Remove what a real node that died without stopping left on this machine (its containers keep
+    running until then); False if there was nothing to clean. NodeError while a real node runs."""
+    if os.geteuid() != 0:
+        raise NodeError("cleaning up after the real node needs root")
+    lock = _lock()
+    try:
+        return _recover()
+    finally:
+        lock.close()
