@@ -2,7 +2,8 @@
 
 A file being fetched is <file>.part, as big as the whole file from the start (ranges are written at their
 offsets), with <file>.part.state beside it listing the byte intervals already written. The state is saved
-before the .part grows and after the bytes it lists were flushed, so it never claims a byte that is not there.
+only after the bytes it lists were flushed, so it never claims a byte that is not there; a .part without its
+state counts as nothing written.
 
 Standard library only: `moorage pull` answers a cache hit with this module alone.
 """

@@ -69,7 +69,7 @@ class Policy:
     checkpoint_seconds: float = 2.0
 
     def range_size(self, size: int) -> int:
-        return min(self.max_range, max(self.min_range, -(-size // (self.connections * 4))))
+        return max(self.min_range, min(self.max_range, -(-size // (self.connections * 4))))
 
     @property
     def smallest_split(self) -> int:

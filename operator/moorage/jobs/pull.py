@@ -55,7 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=8.0,
         help="a big file is cut into ranges fetched at once, none smaller than this (default: 8)",
     )
-    parser.add_argument("--retries", type=int, default=5, help="tries per file and per hub call")
+    parser.add_argument("--retries", type=int, default=5, help="tries per range and per hub call")
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubling")
     parser.add_argument(
         "--stall-timeout", type=float, default=60.0, help="abort an attempt after this long without a byte"
