@@ -33,16 +33,14 @@ from typing import IO
 
 import yaml
 
-from moorage.devcluster import hostnet, images, nodeclean
-from moorage.devcluster.api import JSON, ApiClient, ApiError
+from moorage.devcluster import hostnet, images, nodeclean, nodeconfig
+from moorage.devcluster.api import ApiClient, ApiError
 from moorage.devcluster.pki import CertKey, write_kubeconfig
 from moorage.devcluster.processes import Processes, free_port, wait_until
 
 NODE_NAME = "real-node-0"
 NODE_KIND_LABEL = "moorage.dev/node-kind"
 INSTANCE_TYPE = "devcluster-cpu"
-CLUSTER_DOMAIN = "cluster.local"
-KUBELET_PORT = 10250
 
 #: Where the lock and the state a crashed run needs for its cleanup live.
 STATE_DIR = Path("/run/moorage")
@@ -151,7 +149,12 @@ class RealNode:
         self._start_kube_proxy(server, certs)
         dns_ready = self._start_dns(server, certs, api)
         self._wait("node Ready", deadline, lambda: self._node_ready(api), "kubelet")
-        self._wait("kube-proxy", deadline, lambda: _http_ok("http://127.0.0.1:10256/healthz"), "kube-proxy")
+        self._wait(
+            "kube-proxy",
+            deadline,
+            lambda: _http_ok(f"http://{nodeconfig.KUBE_PROXY_HEALTHZ}/healthz"),
+            "kube-proxy",
+        )
         self._wait("CoreDNS", deadline, lambda: _http_ok(dns_ready), "coredns")
         self.timings["node_start_s"] = time.monotonic() - started
 
@@ -197,50 +200,21 @@ class RealNode:
             json.dumps(hostnet.cni_config(cni_dir / "ipam"), indent=1)
         )
         config = root / "config.toml"
-        config.write_text(self._containerd_config(root, cni_dir / "net.d"))
+        config.write_text(
+            nodeconfig.containerd(
+                image_store=self.image_store,
+                state=root / "state",
+                opt=root / "opt",
+                socket=self.socket,
+                cni_conf_dir=cni_dir / "net.d",
+            )
+        )
         # The shim is found on PATH.
         env = {**os.environ, "PATH": f"{self.node_bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         self.processes.spawn(
             "containerd", [str(self.node_bin_dir / "containerd"), "--config", str(config)], env=env
         )
         self._wait("containerd", deadline, lambda: _ctr_available(self.ctr), "containerd")
-
-    def _containerd_config(self, root: Path, cni_conf_dir: Path) -> str:
-        runtime = "plugins.'io.containerd.cri.v1.runtime'"
-        return f"""version = 3
-root = "{self.image_store}"
-state = "{root / "state"}"
-disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{self.socket}"
-
-[plugins.'io.containerd.internal.v1.opt']
-  path = "{root / "opt"}"
-
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = "overlayfs"
-  [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "{images.PAUSE_IMAGE}"
-
-[{runtime}]
-  # Without CAP_SYS_RESOURCE every sandbox fails ("can't get final child's PID from pipe").
-  restrict_oom_score_adj = true
-  # Network namespaces are mounted under the state dir, not /run/netns.
-  netns_mounts_under_state_dir = true
-  enable_cdi = false
-  [{runtime}.containerd]
-    default_runtime_name = "runc"
-    [{runtime}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{runtime}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "/usr/sbin/runc"
-        Root = "{root / "state" / "runc"}"
-  [{runtime}.cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = "{cni_conf_dir}"
-"""
 
     def _pause_archive(self) -> Path:
         return images.write_scratch_image(
@@ -271,7 +245,14 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
         resolv = self.dir / "resolv.conf"
         resolv.write_text("")
         config = self.dir / "kubelet.yaml"
-        config.write_text(yaml.safe_dump(self._kubelet_config(certs, resolv)))
+        settings = nodeconfig.kubelet(
+            address=self.host_address,
+            socket=self.socket,
+            ca=certs.ca,
+            resolv_conf=resolv,
+            pod_logs=self.dir / "pod-logs",
+        )
+        config.write_text(yaml.safe_dump(settings))
         labels = {
             NODE_KIND_LABEL: "cpu",
             "node.kubernetes.io/instance-type": INSTANCE_TYPE,
@@ -293,67 +274,15 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
             ],
         )
 
-    def _kubelet_config(self, certs: NodeCerts, resolv: Path) -> JSON:
-        endpoint = f"unix://{self.socket}"
-        return {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": self.host_address,
-            "port": KUBELET_PORT,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(certs.ca)},
-            },
-            "authorization": {"mode": "Webhook"},
-            "cgroupDriver": "cgroupfs",
-            "failCgroupV1": False,
-            "failSwapOn": False,
-            "containerRuntimeEndpoint": endpoint,
-            "imageServiceEndpoint": endpoint,
-            "clusterDNS": [hostnet.DNS_SERVICE_IP],
-            "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": str(resolv),
-            "podLogsDir": str(self.dir / "pod-logs"),
-            # This is a test machine's disk, shared: never evict, never GC images we loaded.
-            "evictionHard": {},
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "protectKernelDefaults": False,
-            "rotateCertificates": False,
-            "serializeImagePulls": False,
-        }
-
     def _start_kube_proxy(self, server: str, certs: NodeCerts) -> None:
         kubeconfig = write_kubeconfig(
             self.dir / "kube-proxy.kubeconfig", server, certs.ca, "system:kube-proxy", certs.kube_proxy
         )
         config = self.dir / "kube-proxy.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-                    "kind": "KubeProxyConfiguration",
-                    "clientConnection": {"kubeconfig": str(kubeconfig)},
-                    "mode": "iptables",
-                    "hostnameOverride": self.name,
-                    "clusterCIDR": hostnet.NODE_POD_CIDR,
-                    "healthzBindAddress": "127.0.0.1:10256",
-                    "metricsBindAddress": "127.0.0.1:10249",
-                    # NodePorts only on the host address, never on the machine's own interfaces.
-                    "nodePortAddresses": [f"{self.host_address}/32"],
-                    # Leave the host's conntrack table sizes and timeouts alone.
-                    "conntrack": {
-                        "maxPerCore": 0,
-                        "min": 0,
-                        "tcpEstablishedTimeout": "0s",
-                        "tcpCloseWaitTimeout": "0s",
-                    },
-                }
-            )
+        settings = nodeconfig.kube_proxy(
+            node_name=self.name, kubeconfig=kubeconfig, address=self.host_address
         )
+        config.write_text(yaml.safe_dump(settings))
         self.processes.spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={config}"])
 
     def _start_dns(self, server: str, certs: NodeCerts, api: ApiClient) -> str:
@@ -364,60 +293,14 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
         ready_port = free_port()
         corefile = self.dir / "Corefile"
         corefile.write_text(
-            f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
-    bind {self.host_address}
-    errors
-    ready 127.0.0.1:{ready_port}
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} devcluster
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 30
-    }}
-    cache 30
-}}
-"""
+            nodeconfig.corefile(address=self.host_address, ready_port=ready_port, kubeconfig=kubeconfig)
         )
         self.processes.spawn("coredns", [str(self.node_bin_dir / "coredns"), "-conf", str(corefile)])
         self._create_dns_service(api)
         return f"http://127.0.0.1:{ready_port}/ready"
 
     def _create_dns_service(self, api: ApiClient) -> None:
-        service: JSON = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-            "spec": {
-                "clusterIP": hostnet.DNS_SERVICE_IP,
-                "ports": [
-                    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                ],
-            },
-        }
-        # No selector: CoreDNS is a host process, so its endpoint is written here.
-        endpoints: JSON = {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kube-dns-host",
-                "namespace": "kube-system",
-                "labels": {
-                    "kubernetes.io/service-name": "kube-dns",
-                    "endpointslice.kubernetes.io/managed-by": "devcluster.moorage.dev",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [self.host_address], "conditions": {"ready": True}}],
-            "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP"},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-            ],
-        }
-        for path, body in (
-            ("/api/v1/namespaces/kube-system/services", service),
-            ("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", endpoints),
-        ):
+        for path, body in nodeconfig.dns_objects(self.host_address):
             try:
                 api.create(path, body)
             except ApiError as exc:
