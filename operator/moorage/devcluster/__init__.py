@@ -7,7 +7,11 @@ Stands alone: imports nothing from the rest of moorage.
     with Cluster.start(tmp_path) as cluster:
         cluster.kubectl("get", "nodes", check=True)
 
-From a shell: ``python -m moorage.devcluster up [--workdir DIR]``.
+With ``real_node=True`` (root on Linux) one real node runs pods next to the
+fake GPU nodes; ``cluster.load_image(archive)`` loads images into it and pods
+reach this machine at ``cluster.host_address``.
+
+From a shell: ``python -m moorage.devcluster up [--workdir DIR] [--real-node]``.
 """
 
 from moorage.devcluster.build import BuildError, build
