@@ -90,15 +90,18 @@ build_images() {
   (cd node/images && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$1/" ./cmd/...) >&2
 }
 
-tree_hash() {
-  { find "$@" -type f | LC_ALL=C sort | xargs cat; echo "$go_version"; } | sha256sum | cut -c1-16
+# key FUNCTION [DIR]: a hash of how a part is built (the function's text, Go's
+# version) and of what from (DIR's files).
+key() {
+  { declare -f "$1"; echo "$go_version"; [[ -z "${2:-}" ]] || find "$2" -type f | LC_ALL=C sort | xargs cat; } \
+    | sha256sum | cut -c1-16
 }
 
-part containerd "$CONTAINERD_VERSION-$(echo "$go_version" | sha256sum | cut -c1-8)" build_containerd
+part containerd "$CONTAINERD_VERSION-$(key build_containerd)" build_containerd
 containerd_dir="$part_dir"
-part coredns "$(tree_hash node/dns)" build_dns
+part coredns "$(key build_dns node/dns)" build_dns
 dns_dir="$part_dir"
-part images "$(tree_hash node/images)" build_images
+part images "$(key build_images node/images)" build_images
 images_dir="$part_dir"
 
 # One bin dir per combination of parts, made of symlinks.
