@@ -5,6 +5,8 @@
 #   the local Kubernetes control plane, built from Go modules         (tests/cluster/build.sh)
 #   helm, built from its Go module                                    (scripts/install-helm.sh)
 #   a venv with the pinned vLLM, whose own parser checks our flags    (tests/contract/setup_vllm.sh)
+#   as root on Linux: the real node (containerd, CoreDNS)               (tests/cluster/build-node.sh)
+#                     and our images, built with buildah               (images/build.sh → .work/images.txt)
 #
 # Caches live under ~/.cache/moorage (and Go's own caches), so a new clone on the same machine is quick.
 set -euo pipefail
@@ -28,6 +30,17 @@ fi
 
 step "Test control plane (the first build compiles Kubernetes: about 10 minutes on 2 cores)"
 tests/cluster/build.sh >/dev/null
+
+if [[ $(id -u) -eq 0 && $(uname -s) == Linux ]]; then
+  step "The real node: containerd, CoreDNS, runc and CNI plugins (the first build takes about 10 minutes)"
+  tests/cluster/build-node.sh >/dev/null
+
+  step "Images: operator, finetune, vllm-cpu, built with buildah (the first build takes about 15 minutes)"
+  mkdir -p .work
+  images/build.sh > .work/images.txt
+else
+  step "not root on Linux: no real node and no images (their tests will skip and say so)"
+fi
 
 step "helm"
 scripts/install-helm.sh >/dev/null

@@ -189,6 +189,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf reports every handler call at INFO; our own log says what changed.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # and the liveness endpoint logs every probe.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     namespaces = args.namespace or []
     kopf.run(
         standalone=True,

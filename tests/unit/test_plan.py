@@ -311,6 +311,8 @@ def test_cpu_serving_takes_no_gpu_and_sizes_memory_from_the_weights() -> None:
     assert "tolerations" not in pod
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "5Gi"}, "limits": {}}
     assert {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"} in container["env"]
+    assert {"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"} in container["env"]
+    assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"]
     assert "--tensor-parallel-size" not in container["args"]
 
 

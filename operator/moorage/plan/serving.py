@@ -1,10 +1,12 @@
 """The serving side of a model: vLLM pods in a Deployment, behind a Service."""
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
+from moorage.api.quantity import parse_quantity
 from moorage.api.resources import default_requests, kv_cache_gib
 from moorage.api.spec import Resources
 from moorage.plan.config import PlanConfig
@@ -139,7 +141,7 @@ def _resources(model: OpenSourceModel, target: ServingTarget) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _env(model: OpenSourceModel, target: ServingTarget) -> list[dict[str, str]]:
+def _env(model: OpenSourceModel, target: ServingTarget, requests: dict[str, str]) -> list[dict[str, str]]:
     env = {
         "HF_HUB_OFFLINE": "1",
         "HOME": "/home/vllm",
@@ -148,20 +150,26 @@ def _env(model: OpenSourceModel, target: ServingTarget) -> list[dict[str, str]]:
     }
     if model.spec.serving.on_cpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib(target.weights_bytes))
+        # vLLM pins its threads to cores it picks itself, the same ones in every pod of a node: two replicas
+        # (a rollout's surge) would fight over one core. Kubernetes shares the cores; use as many threads
+        # as CPUs requested.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        env["OMP_NUM_THREADS"] = str(max(1, math.ceil(parse_quantity(requests["cpu"]))))
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:
     serving = model.spec.serving
     deadline = serving.rollout.deadline()
+    resources = _resources(model, target)
     container = {
         "name": "vllm",
         "image": serving.image or (config.vllm_cpu_image if serving.on_cpu else config.vllm_image),
         "command": ["vllm", "serve"],
         "args": vllm_args(model, target),
-        "env": _env(model, target),
+        "env": _env(model, target, resources["requests"]),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "resources": _resources(model, target),
+        "resources": resources,
         # Loading big weights takes minutes: the startup probe allows the whole rollout deadline.
         "startupProbe": _probe("/health", STARTUP_PERIOD_SECONDS, max(deadline // STARTUP_PERIOD_SECONDS, 1)),
         "readinessProbe": _probe("/v1/models", 10, 3),
