@@ -49,7 +49,8 @@ class Running:
         self.process = OperatorProcess(self.cluster, self.hub.url, self.log_path, *extra, **options)
 
 
-@pytest.fixture(scope="session")
+# Module scope: the operator must be gone before test_rbac.py runs one of its own on the same cluster.
+@pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, hub: FakeHub, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Running]:
