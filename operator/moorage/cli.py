@@ -220,7 +220,7 @@ def _run_program(name: str, argv: list[str]) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from moorage.demo import main as demo  # noqa: PLC0415 - pulls in the dev cluster
 
-    return demo(workdir=args.workdir, keep=not args.exit)
+    return demo(workdir=args.workdir, keep=not args.exit, real=args.real)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -252,9 +252,17 @@ def parser() -> argparse.ArgumentParser:
     for name, about in PROGRAMS.items():  # listed for --help; main() hands their arguments over whole
         commands.add_parser(name, help=about, add_help=False)
 
-    demo = commands.add_parser("demo", help="a local cluster with fake GPU nodes, the operator and a model")
+    demo = commands.add_parser(
+        "demo", help="a local cluster, the operator and a model that answers (real node as root on Linux)"
+    )
     demo.add_argument("--workdir", type=Path, default=None)
     demo.add_argument("--exit", action="store_true", help="stop once the model is Ready")
+    demo.add_argument(
+        "--real",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve on a real node (default: where the machine allows), or --no-real for fake nodes only",
+    )
     demo.set_defaults(handler=_cmd_demo)
     return root
 

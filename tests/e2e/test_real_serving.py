@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ import pytest
 
 from moorage.devcluster import Cluster, wait_for
 from moorage.devcluster.fakehub import TINY_DATASET, TINY_SERVABLE, FakeHub, default_hub
-from moorage.devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "serving"
@@ -186,7 +183,7 @@ def test_base_and_adapter_answer_through_the_service(product: Product) -> None:
         answer = json.loads(result.stdout)
         assert answer["model"] == name and answer["choices"][0]["message"]["role"] == "assistant"
 
-    with _port_forward(product.cluster) as port:
+    with product.cluster.port_forward(NAMESPACE, f"svc/{MODEL}", 8000) as port:
         models = json.loads(_get(f"http://127.0.0.1:{port}/v1/models"))
         assert {MODEL, ADAPTER} <= {m["id"] for m in models["data"]}
         answer = _chat(f"http://127.0.0.1:{port}", ADAPTER)
@@ -271,32 +268,6 @@ def _chat(base: str, model: str, timeout: float = 60) -> Obj:
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return dict(json.loads(response.read()))
-
-
-@contextmanager
-def _port_forward(cluster: Cluster) -> Iterator[int]:
-    """`kubectl port-forward svc/<model>` on a free local port, as a user reaches the model."""
-    port = free_port()
-    kubectl = os.environ.get("MOORAGE_KUBECTL") or shutil.which("kubectl") or "kubectl"
-    process = subprocess.Popen(
-        [kubectl, "--kubeconfig", str(cluster.kubeconfig), "port-forward", "-n", NAMESPACE, f"svc/{MODEL}",
-         f"{port}:8000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-    def up() -> bool:
-        try:
-            _get(f"http://127.0.0.1:{port}/health")
-        except OSError:
-            return False
-        return True
-
-    try:
-        wait_for(up, timeout=30, what="kubectl port-forward")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 class Traffic:

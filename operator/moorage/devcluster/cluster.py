@@ -17,15 +17,18 @@ DNS and Services, and the API server listens on the node's host address
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -284,6 +287,29 @@ class Cluster:
         if self.node is None:
             raise ClusterError("load_image needs a real node: Cluster.start(..., real_node=True)")
         return self.node.load_image(archive)
+
+    @contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[int]:
+        """``kubectl port-forward`` of ``target`` (e.g. ``svc/tiny``) port ``port`` to a free local port,
+        yielded once it answers TCP; stopped on exit."""
+        local = free_port()
+        kubectl = os.environ.get("MOORAGE_KUBECTL") or shutil.which("kubectl") or "kubectl"
+        command = [kubectl, "--kubeconfig", str(self.kubeconfig), "port-forward", "-n", namespace, target]
+        process = subprocess.Popen(
+            [*command, f"{local}:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+        def listening() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local), timeout=1):
+                return True
+            return False
+
+        try:
+            wait_for(listening, timeout=30, what=f"kubectl port-forward {target}")
+            yield local
+        finally:
+            process.terminate()
+            process.wait(10)
 
     # -- boot ------------------------------------------------------------
 
