@@ -7,7 +7,9 @@ import pytest
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import Status
 
+from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import HubFile, ResolvedSource
+from moorage.plan.weights import weights_id
 from moorage.reconcile.reconciler import ApplyError, Reconciler
 from moorage.reconcile.resolver import Resolver
 
@@ -48,9 +50,11 @@ def refusal(code: int, message: str) -> ApiError:
     return ApiError(status=Status(code=code, message=message, reason="Forbidden"))
 
 
+RESOLVED = ResolvedSource("hf://org/m", "org/m", "model", "main", "a" * 40, (HubFile("config.json", 10),))
+
+
 def reconciler(kube: FakeKube) -> Reconciler:
-    resolved = ResolvedSource("hf://org/m", "org/m", "model", "main", "a" * 40, (HubFile("config.json", 10),))
-    return Reconciler(kube, resolver=Resolver(resolve=lambda *_: resolved))  # type: ignore[arg-type]
+    return Reconciler(kube, resolver=Resolver(resolve=lambda *_: RESOLVED))  # type: ignore[arg-type]
 
 
 def test_a_namespace_being_deleted_ends_the_reconcile_quietly() -> None:
@@ -86,3 +90,61 @@ def test_an_invalid_stored_spec_stalls_with_the_field_named() -> None:
     stalled = next(c for c in kube.status_patches[0]["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
     assert stalled["message"].startswith("spec.serving.gpus:")
+
+
+class JobKube(FakeKube):
+    """The model's pull Job exists as `job`; applies and deletes are recorded, not refused."""
+
+    def __init__(self, job: Obj) -> None:
+        super().__init__(refusal(500, "unused"))
+        self.job = job
+        self.applied: list[str] = []
+        self.deleted: list[str] = []
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        if kind == "Job" and name == self.job["metadata"]["name"]:
+            return self.job
+        return await super().get(kind, namespace, name)
+
+    async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
+        self.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append(f"{kind}/{name}")
+
+    async def patch(self, *args: object) -> None:
+        pass
+
+
+def _old_pull_job(condition: str | None) -> Obj:
+    """The model's pull Job as an older operator made it: another hash, and a finished condition or none."""
+    name = f"m-pull-{weights_id_of_the_fixture()}"
+    status = {"conditions": [{"type": condition, "status": "True"}]} if condition else {"active": 1}
+    return {
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "annotations": {"moorage.dev/spec-hash": "older"},
+            "ownerReferences": [{"uid": "u-1"}],
+        },
+        "status": status,
+    }
+
+
+def weights_id_of_the_fixture() -> str:
+    return weights_id(OpenSourceModel.parse(MODEL), RESOLVED)
+
+
+@pytest.mark.parametrize(
+    ("condition", "replaced"),
+    [("Complete", False), ("Failed", True), (None, True)],
+    ids=["done", "failed", "running"],
+)
+def test_a_changed_job_is_replaced_unless_it_finished(condition: str | None, replaced: bool) -> None:
+    """An operator upgrade changes the Job template, which is immutable: a Job that succeeded stands, any
+    other is deleted (its deletion's event brings the new one); no apply ever hits the old Job."""
+    kube = JobKube(_old_pull_job(condition))
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    name = kube.job["metadata"]["name"]
+    assert f"Job/{name}" not in kube.applied
+    assert kube.deleted == ([f"Job/{name}"] if replaced else [])
