@@ -227,9 +227,12 @@ def test_shared_weights_volume(cluster: Cluster, operator: Running, namespace: s
     assert len(claims) == 1
     assert {o["name"] for o in claims[0]["metadata"]["ownerReferences"]} == {"first", "second"}
     cluster.kubectl("delete", "osm", "first", "-n", namespace, check=True)
-    time.sleep(3)
-    claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
-    assert len(claims) == 1 and [o["name"] for o in claims[0]["metadata"]["ownerReferences"]] == ["second"]
+
+    def owners() -> list[str]:
+        (claim,) = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+        return [o["name"] for o in claim["metadata"]["ownerReferences"]]
+
+    wait_for(lambda: owners() == ["second"], timeout=TIMEOUT, what="the garbage collector to drop 'first'")
     cluster.kubectl("delete", "osm", "second", "-n", namespace, check=True)
     wait_for(
         lambda: not get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"],
@@ -644,9 +647,37 @@ def test_control_plane_restarts_and_expired_watches_lose_no_change(
         f"every change seen {recovered:.1f}s after"
     )
     for name in expected:
+        # One pull Job at most: models after the first find the weights already pulled on the volume.
         jobs = get(cluster, namespace, "jobs", "-l", f"moorage.dev/model={name}")["items"]
-        assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+        assert len(jobs) <= 1, [j["metadata"]["name"] for j in jobs]
         replica_sets = get(cluster, namespace, "replicasets", "-l", f"moorage.dev/model={name}")["items"]
         assert len(replica_sets) == 1, [r["metadata"]["name"] for r in replica_sets]
     claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
     assert len(claims) == 1, "the four models share one weights volume"
+
+
+def test_a_model_on_weights_already_pulled_deploys_without_a_job(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    cluster.apply(model("pioneer"), namespace=namespace)
+    wait_condition(cluster, namespace, "pioneer", "Ready")
+    (claim,) = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
+    sha = get(cluster, namespace, "osm", "pioneer")["status"]["resolvedRevision"]
+    marks = {k: v for k, v in claim["metadata"]["annotations"].items() if k.startswith("pulled.moorage.dev/")}
+    assert list(marks.values()) == [sha], claim["metadata"]["annotations"]
+
+    applied = time.monotonic()
+    cluster.apply(model("follower"), namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "deployment", "follower") is not None,
+        timeout=TIMEOUT,
+        interval=0.05,
+        what="the follower's Deployment",
+    )
+    took = time.monotonic() - applied
+    print(f"\napply → Deployment of a model on weights already pulled: {took:.2f}s")
+    assert took < 2.0
+    assert not get(cluster, namespace, "jobs", "-l", "moorage.dev/model=follower")["items"]
+    weights = wait_condition(cluster, namespace, "follower", "WeightsReady")
+    assert "verified on the cache volume" in weights["message"]
+    wait_condition(cluster, namespace, "follower", "Ready")

@@ -55,7 +55,9 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
     desired = desired_target(model, observed)
     resolved = observed.resolved
     if resolved is not None and observed.problem is None:
-        children += [weights.weights_claim(model, resolved), weights.pull_job(model, resolved, config)]
+        children.append(weights.weights_claim(model, resolved))
+        if not (observed.pull and observed.pull.on_volume):
+            children.append(weights.pull_job(model, resolved, config))
         if model.spec.fine_tune and observed.pull is not None and observed.pull.succeeded:
             children.append(finetune.finetune_job(model, resolved, observed.dataset, config))
     current = ServingTarget.from_annotations(observed.deployment.annotations) if observed.deployment else None

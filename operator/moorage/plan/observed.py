@@ -34,6 +34,8 @@ class JobState:
     """The program's last progress line while it runs, e.g. "3.1 GiB / 14.2 GiB (21.8%), 96.0 MiB/s"."""
     blocked: "Problem | None" = None
     """Why the Job's pod cannot start (unschedulable, its image cannot be pulled), while it cannot."""
+    on_volume: bool = False
+    """No Job ran for this model: the weights volume says an earlier pull of the same files completed."""
 
     @staticmethod
     def from_job(job: dict[str, Any], report: Report | None = None) -> "JobState":

@@ -64,6 +64,23 @@ def snapshot_path(resolved: ResolvedSource) -> str:
     return str(snapshot_dir(WEIGHTS_MOUNT, resolved.repo_id, resolved.repo_type, resolved.sha))
 
 
+PULLED_PREFIX = "pulled.moorage.dev/"
+
+
+def pulled_annotation(model: OpenSourceModel) -> str:
+    """The volume's annotation that says a pull of these files completed; its value is the commit.
+
+    The operator sets it only after a pull Job it made for this volume succeeded (the program verified every
+    file's sha256 and wrote its completion marker), so a second model on the same weights serves at once,
+    without a Job. One per set of include patterns: models may select different files of one snapshot."""
+    return PULLED_PREFIX + content_hash(list(model.spec.source.include or ()), length=16)
+
+
+def pulled_on(claim: Manifest | None, model: OpenSourceModel, resolved: ResolvedSource) -> bool:
+    annotations = ((claim or {}).get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(pulled_annotation(model)) == resolved.sha)
+
+
 def pull_job_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
     return truncate_name(model.metadata.name, f"pull-{weights_id(model, resolved)}")
 

@@ -197,6 +197,8 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         job, pull = await _job(kube, namespace, job_name, "pull")
         if job:
             live["Job", job_name] = job
+        elif weights.pulled_on(claim, model, resolved):
+            pull = JobState(succeeded=True, on_volume=True)
         if model.spec.fine_tune:
             job_name = finetune.job_name(model, resolved, dataset)
             job, tuned = await _job(kube, namespace, job_name, "finetune")

@@ -15,6 +15,7 @@ from moorage.api.errors import describe
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import ConditionType, OpenSourceModelStatus
+from moorage.plan import weights
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
@@ -78,6 +79,7 @@ class Reconciler:
         try:
             await self._apply(raw, model, the_plan, world)
             if world.observed.resolved is not None and world.observed.problem is None:
+                await self._mark_pulled(model, world)
                 await self._clean_up(model, the_plan, world)
         except ApplyError as error:
             if namespace_terminating(error.cause):
@@ -135,6 +137,19 @@ class Reconciler:
         log.info("%s/%s: applied %s %s", namespace, model.metadata.name, kind, name)
         if kind == "Deployment":
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
+
+    async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
+        """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
+        resolved, pull = world.observed.resolved, world.observed.pull
+        if resolved is None or pull is None or not pull.succeeded or pull.on_volume:
+            return
+        name = weights.claim_name(model, resolved)
+        claim = world.live.get(("PersistentVolumeClaim", name))
+        if claim is None or weights.pulled_on(claim, model, resolved):
+            return
+        key = weights.pulled_annotation(model).replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "add", "path": f"/metadata/annotations/{key}", "value": resolved.sha}]
+        await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
 
     async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
