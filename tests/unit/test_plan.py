@@ -333,3 +333,9 @@ def test_gpu_serving_requests_cpu_and_memory_unless_set() -> None:
         "requests": {"nvidia.com/gpu": "1", "cpu": "3", "memory": "20Gi"},
         "limits": {"nvidia.com/gpu": "1", "memory": "20Gi"},
     }
+
+
+def test_weights_already_on_the_volume_need_no_pull_job() -> None:
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True, on_volume=True))
+    children = plan(model(), observed, CONFIG).children
+    assert kinds(children) == ["Service", "PersistentVolumeClaim", "Deployment"]
