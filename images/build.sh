@@ -17,8 +17,8 @@
 # hash), so a changed operator package gives a new tag and nodes import the new image; an unchanged one is
 # neither rebuilt nor exported again. Images are localhost/moorage/<name>:<hash> in buildah's (root's
 # containers-storage) store, archives ~/.cache/moorage/images/<name>-<hash>.tar (made from an OCI layout
-# there, oci/, that keeps each compressed layer once). Of each image the current and the previous build
-# are kept, older ones removed. Needs root (buildah, mmdebstrap); installs both with apt when missing.
+# there, oci/, that keeps each compressed layer once). Of each image the current build is kept, and the
+# previous one for an hour; older ones are removed. Needs root (buildah, mmdebstrap); installs both with apt when missing.
 #
 #   MOORAGE_CACHE_DIR=...          cache root (default ~/.cache/moorage)
 #   MOORAGE_DEBIAN_SOURCES=...     apt sources for the Python base (default: the host's debian.sources)
@@ -66,11 +66,12 @@ build_mounts=(-v "$ca_bundle:$ca_bundle:ro" -v "$cache/pip.conf:/etc/pip.conf:ro
 
 exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
-# Keep the current build of an image and the one before it (a test or node may still be loading that one
-# while another checkout builds); remove older tags and archives.
+# Keep the current build of an image, and the one before it for an hour (a test or a node may still be
+# loading it while another checkout builds); remove older tags and archives.
 forget_older() {
   local name="$1" keep="$2" previous ref
-  previous="$(cd "$cache" && ls -t -- "$name"-*.tar 2>/dev/null | grep -v -x -F "$name-$keep.tar" | head -n1 || true)"
+  previous="$(cd "$cache" && find . -maxdepth 1 -name "$name-*.tar" ! -name "$name-$keep.tar" -mmin -60 \
+    -printf '%T@ %f\n' | sort -rn | head -n1 | cut -d' ' -f2)"
   previous="${previous#"$name-"}"
   previous="${previous%.tar}"
   while read -r ref; do
