@@ -17,7 +17,8 @@ runs_real_pods() {
 if [[ -z "${MOORAGE_IMAGES:-}" && $(id -u) -eq 0 && $(uname -s) == Linux ]] && runs_real_pods "$@"; then
   mkdir -p .work
   images/build.sh > .work/images.txt
-  export MOORAGE_IMAGES="$PWD/.work/images.txt"
+  # tests/images also serve a model and an adapter with the vllm-cpu image as it is (default flags).
+  export MOORAGE_IMAGES="$PWD/.work/images.txt" MOORAGE_IMAGES_SERVE="${MOORAGE_IMAGES_SERVE:-1}"
 fi
 
 ruff check .
