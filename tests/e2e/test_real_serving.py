@@ -100,7 +100,9 @@ def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
     started = time.monotonic()
     for _ref, archive in images.values():
         real_cluster.load_image(archive)
-    timings = {"image_load_s": time.monotonic() - started}
+    timings = {"image_load_s": round(time.monotonic() - started, 1)}
+    if real_cluster.node is not None:
+        timings["node_start_s"] = round(real_cluster.node.timings["node_start_s"], 1)
     refs = {name: ref for name, (ref, _archive) in images.items()}
     with default_hub(host=real_cluster.host_address) as hub:
         repository, tag = refs["operator"].rsplit(":", 1)
@@ -127,7 +129,7 @@ def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
         try:
             yield running
         finally:
-            print(f"\nreal serving timings: {json.dumps(running.timings, indent=1)}")
+            print(f"\nreal serving timings: {json.dumps(running.timings)}")
             print(f"---- operator log (tail) ----\n{_operator_log(real_cluster)[-6000:]}")
             real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
             subprocess.run(
