@@ -28,6 +28,12 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev,finetune]'
 
+# The vLLM venv is mostly download and unpacking: it goes on beside the Go builds, which are mostly CPU.
+step "vLLM for the flag contract test, in the background (the first install takes about 10 minutes)"
+mkdir -p .work
+tests/contract/setup_vllm.sh > /dev/null 2> .work/setup-vllm.log &
+vllm_install=$!
+
 step "Test control plane (the first build compiles Kubernetes: about 10 minutes on 2 cores)"
 tests/cluster/build.sh >/dev/null
 
@@ -36,7 +42,6 @@ if [[ $(id -u) -eq 0 && $(uname -s) == Linux ]]; then
   tests/cluster/build-node.sh >/dev/null
 
   step "Images: operator, finetune, vllm-cpu, built with buildah (the first build takes about 15 minutes)"
-  mkdir -p .work
   images/build.sh > .work/images.txt
 else
   step "not root on Linux: no real node and no images (their tests will skip and say so)"
@@ -45,7 +50,10 @@ fi
 step "helm"
 scripts/install-helm.sh >/dev/null
 
-step "vLLM for the flag contract test (the first install takes a few minutes)"
-tests/contract/setup_vllm.sh >/dev/null
+step "vLLM for the flag contract test: waiting for the background install"
+if ! wait "$vllm_install"; then
+  cat .work/setup-vllm.log >&2
+  exit 1
+fi
 
 step "ready: .venv/bin/moorage demo   |   scripts/test.sh"
