@@ -18,10 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from moorage.api.crd import crd
 from moorage.devcluster import Cluster, build, wait_for
 from moorage.devcluster.fakehub import TINY_MODEL, TINY_SERVABLE, FakeHub, default_hub
+from moorage.devcluster.images import parse_build_listing
 
 IMAGES_SCRIPT = Path(__file__).resolve().parents[2] / "images" / "build.sh"
 """Builds the operator, fine-tune and vLLM CPU images (a moorage checkout has it)."""
@@ -181,15 +183,26 @@ def _demo(workdir: Path, keep: bool, real: bool | None) -> int:
 def _demo_fake(workdir: Path, keep: bool) -> int:
     print(f"moorage demo: starting etcd, kube-apiserver, controller-manager, scheduler and kwok in {workdir}")
     with stack(workdir) as (cluster, hub, operator):
-        cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
-        cluster.apply(DEMO_MODEL)
-        print(f"moorage demo: applied {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_MODEL} served by {hub.url}")
-        if not _watch(cluster, "tiny-llama", timeout=180, operator=operator):
-            print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
+        if not _apply_and_watch(cluster, hub, operator, DEMO_MODEL, timeout=180):
             return 1
-        print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE).stdout)
         _stay(cluster, operator, keep)
     return 0
+
+
+def _apply_and_watch(
+    cluster: Cluster, hub: FakeHub, operator: OperatorProcess, model: dict[str, Any], timeout: float
+) -> bool:
+    """Applies the demo's model and shows it going Ready, then its children; False (and the operator's log)
+    when it does not."""
+    cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
+    cluster.apply(model)
+    uri = model["spec"]["source"]["uri"]
+    print(f"moorage demo: applied {DEMO_NAMESPACE}/tiny-llama, {uri} served by {hub.url}")
+    if not _watch(cluster, "tiny-llama", timeout=timeout, operator=operator):
+        print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
+        return False
+    print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE, "-o", "wide").stdout)
+    return True
 
 
 def real_node_unavailable() -> str | None:
@@ -208,11 +221,7 @@ def build_images() -> dict[str, tuple[str, Path]]:
     built = subprocess.run([str(IMAGES_SCRIPT)], capture_output=True, text=True, check=False)
     if built.returncode != 0:
         raise OperatorDiedError(f"images/build.sh failed:\n{built.stderr[-4000:]}")
-    images = {}
-    for line in built.stdout.splitlines():
-        name, ref, archive = line.split()
-        images[name] = (ref, Path(archive))
-    return images
+    return parse_build_listing(built.stdout)
 
 
 def _demo_real(workdir: Path, keep: bool) -> int:
@@ -241,13 +250,8 @@ def _demo_real(workdir: Path, keep: bool) -> int:
 
 
 def _serve_for_real(cluster: Cluster, hub: FakeHub, operator: OperatorProcess, keep: bool) -> int:
-    cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=True)
-    cluster.apply(REAL_MODEL)
-    print(f"moorage demo: applied {DEMO_NAMESPACE}/tiny-llama, hf://{TINY_SERVABLE} served by {hub.url}")
-    if not _watch(cluster, "tiny-llama", timeout=900, operator=operator):
-        print(f"moorage demo: the model did not become Ready; operator log:\n{operator.log()[-4000:]}")
+    if not _apply_and_watch(cluster, hub, operator, REAL_MODEL, timeout=900):
         return 1
-    print(cluster.kubectl("get", "osm,deploy,svc,pvc,jobs,pods", "-n", DEMO_NAMESPACE, "-o", "wide").stdout)
     with cluster.port_forward(DEMO_NAMESPACE, "svc/tiny-llama", 8000) as port:
         answer = chat(f"http://127.0.0.1:{port}", "tiny-llama", "Hello!")
         print(f"moorage demo: a real chat completion from vLLM through the model's Service:\n{answer}\n")

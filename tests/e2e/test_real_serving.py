@@ -25,6 +25,7 @@ import pytest
 
 from moorage.devcluster import Cluster, wait_for
 from moorage.devcluster.fakehub import TINY_DATASET, TINY_SERVABLE, FakeHub, default_hub
+from moorage.devcluster.images import parse_build_listing
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "serving"
@@ -45,11 +46,7 @@ def _images() -> dict[str, tuple[str, Path]]:
     listing = os.environ.get("MOORAGE_IMAGES")
     if not listing:
         pytest.skip("set MOORAGE_IMAGES to a file holding images/build.sh's output (scripts/test.sh does)")
-    images = {}
-    for line in Path(listing).read_text().splitlines():
-        if line.strip():
-            name, ref, archive = line.split()
-            images[name] = (ref, Path(archive))
+    images = parse_build_listing(Path(listing).read_text())
     missing = {"operator", "finetune", "vllm-cpu"} - set(images)
     if missing:
         pytest.fail(f"$MOORAGE_IMAGES lacks {sorted(missing)}: run images/build.sh")

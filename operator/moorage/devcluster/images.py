@@ -209,3 +209,13 @@ def _remove_other_tags(ctr: Sequence[str], loaded: dict[str, str], present: dict
         subprocess.run(
             [*ctr, "-n", K8S_NAMESPACE, "images", "rm", *stale], capture_output=True, timeout=120, check=False
         )
+
+
+def parse_build_listing(text: str) -> dict[str, tuple[str, Path]]:
+    """images/build.sh's stdout (`<name> <image-ref> <archive-path>` lines): name → (reference, archive)."""
+    images = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, ref, archive = line.split()
+            images[name] = (ref, Path(archive))
+    return images
