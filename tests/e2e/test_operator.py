@@ -334,8 +334,13 @@ def test_more_gpus_than_any_node_stays_pending_and_says_why(
     cluster: Cluster, operator: Running, namespace: str
 ) -> None:
     cluster.apply(model("huge", serving={"gpus": 16}), namespace=namespace)
-    found = wait_condition(cluster, namespace, "huge", "Ready", "False", reason="Unschedulable")
-    assert "nvidia.com/gpu" in found["message"]
+
+    def no_node_has_the_gpus() -> Obj | None:
+        found = condition(cluster, namespace, "huge", "Ready") or {}
+        gpus = found.get("reason") == "Unschedulable" and "nvidia.com/gpu" in found["message"]
+        return found if gpus else None
+
+    wait_for(no_node_has_the_gpus, timeout=TIMEOUT, what="huge: Ready=False Unschedulable for its GPUs")
     assert not ready_pods(cluster, namespace, "huge")
 
 

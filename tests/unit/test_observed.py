@@ -146,3 +146,16 @@ def test_a_crash_loop_says_what_the_program_printed_last() -> None:
         "pod m-7d9f: container vllm exited with code 2, 3 restart(s): usage: vllm serve error: --bogus",
         retryable=True,
     )
+
+
+def test_a_volume_not_yet_bound_is_waited_for_not_unschedulable() -> None:
+    message = "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. not found"
+    pending = {
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ]
+        }
+    }
+    problem = start_problem([pending])
+    assert problem is not None and problem.reason == "WaitingForVolume" and problem.retryable

@@ -107,6 +107,8 @@ START_FAILURES = {
     "CrashLoopBackOff": "CrashLoopBackOff",
 }
 """Waiting reasons of a container that will not start by itself, and the condition reason that says so."""
+UNBOUND_CLAIM = "unbound immediate PersistentVolumeClaims"
+"""What the scheduler says of a pod whose claim is not bound yet."""
 LAST_WORDS = 400
 """Characters of a crashed container's last output kept in a message."""
 
@@ -115,6 +117,11 @@ def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
     """Why a pod cannot start or keep running: the scheduler finds no node, an image cannot be pulled, or
     its program keeps crashing (with the end of what it printed, from its termination message)."""
     if (unschedulable := unschedulable_message(pods)) is not None:
+        if UNBOUND_CLAIM in unschedulable:
+            # The volume's storage class has not provisioned it yet: usually seconds, and the claim's own
+            # events say more when it takes longer.
+            message = f"the volume is not bound yet: {unschedulable}"
+            return Problem("WaitingForVolume", message, retryable=True)
         return Problem("Unschedulable", unschedulable, retryable=True)
     for pod in pods:
         status = pod.get("status") or {}
