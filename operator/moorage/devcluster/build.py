@@ -45,8 +45,19 @@ def find_cluster_dir(start: Path | None = None) -> Path:
     raise BuildError("cannot find tests/cluster/build.sh above " + ", ".join(map(str, starts)))
 
 
-def _bin_dir_complete(bin_dir: Path, names: tuple[str, ...] = COMPONENTS) -> bool:
+def _bin_dir_complete(bin_dir: Path, names: tuple[str, ...]) -> bool:
     return all((bin_dir / name).exists() for name in names)
+
+
+def _prebuilt(variable: str, names: tuple[str, ...]) -> Path | None:
+    """The bin dir an environment variable names instead of a build; None when it names none."""
+    named = os.environ.get(variable)
+    if not named:
+        return None
+    bin_dir = Path(named).resolve()
+    if not _bin_dir_complete(bin_dir, names):
+        raise BuildError(f"{variable}={named} lacks one of {', '.join(names)}")
+    return bin_dir
 
 
 def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, first_note: float = 5.0) -> Path:
@@ -59,13 +70,9 @@ def build(cluster_dir: Path | None = None, *, progress_every: float = 60.0, firs
 
     ``MOORAGE_TESTCLUSTER_BIN`` names a prebuilt bin dir and skips the build.
     """
-    prebuilt = os.environ.get("MOORAGE_TESTCLUSTER_BIN")
-    if prebuilt:
-        bin_dir = Path(prebuilt).resolve()
-        if not _bin_dir_complete(bin_dir):
-            raise BuildError(f"MOORAGE_TESTCLUSTER_BIN={prebuilt} lacks one of {', '.join(COMPONENTS)}")
-        return bin_dir
-
+    prebuilt = _prebuilt("MOORAGE_TESTCLUSTER_BIN", COMPONENTS)
+    if prebuilt is not None:
+        return prebuilt
     directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
     return _run_build(
         directory / "build.sh",
@@ -83,12 +90,9 @@ def build_node(
 
     ``MOORAGE_NODE_BIN`` names a prebuilt bin dir and skips the build.
     """
-    prebuilt = os.environ.get("MOORAGE_NODE_BIN")
-    if prebuilt:
-        bin_dir = Path(prebuilt).resolve()
-        if not _bin_dir_complete(bin_dir, NODE_PROGRAMS):
-            raise BuildError(f"MOORAGE_NODE_BIN={prebuilt} lacks one of {', '.join(NODE_PROGRAMS)}")
-        return bin_dir
+    prebuilt = _prebuilt("MOORAGE_NODE_BIN", NODE_PROGRAMS)
+    if prebuilt is not None:
+        return prebuilt
     directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
     return _run_build(
         directory / "build-node.sh",
