@@ -182,6 +182,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise UsageError(f"no cluster to talk to ({error}): set KUBECONFIG, or run in a pod") from error
     Operator.config = _plan_config(args)
+    if args.metrics_port is not None:
+        try:
+            Operator.metrics.serve(args.metrics_port, args.metrics_address)
+        except OSError as error:
+            where = f"{args.metrics_address}:{args.metrics_port}"
+            raise UsageError(f"--metrics-port: cannot serve metrics on {where}: {error.strerror}") from error
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -233,6 +239,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://<address>:<port>/metrics (default: not served)",
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics listen on")  # noqa: S104
     _config_arguments(run)
     run.set_defaults(handler=_cmd_run)
 

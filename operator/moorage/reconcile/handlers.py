@@ -11,6 +11,7 @@ from moorage.api.model import GROUP, PLURAL, VERSION
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
 from moorage.reconcile.kube import Kube
+from moorage.reconcile.metrics import Metrics
 from moorage.reconcile.queue import WorkQueue
 from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
@@ -25,6 +26,8 @@ class Operator:
     kubeconfig: KubeConfig | None = None
     """Read before kopf starts, so a missing one is a one-line error, not a retry loop."""
     queue: WorkQueue | None = None
+    metrics: Metrics = Metrics()
+    """Served by `moorage run --metrics-port` from its own thread."""
 
 
 @kopf.on.startup()
@@ -34,8 +37,10 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
-    reconciler = Reconciler(Kube(client), Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
-    Operator.queue = WorkQueue(reconciler)
+    metrics = Operator.metrics
+    resolver = Resolver(endpoint=Operator.config.hf_endpoint)
+    reconciler = Reconciler(Kube(client), Operator.config, resolver, metrics)
+    Operator.queue = metrics.queue = WorkQueue(metrics.instrument(reconciler))
     log.info("moorage operator started")
 
 

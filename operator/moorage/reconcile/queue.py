@@ -25,6 +25,14 @@ class WorkQueue:
     max_backoff: float = 300.0
     _pending: dict[Key, asyncio.Event] = field(default_factory=dict)
     _workers: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    _running: set[Key] = field(default_factory=set)
+
+    def depth(self) -> int:
+        """Models triggered and not yet being reconciled (read by the metrics' scrape thread: a copy)."""
+        return sum(1 for event in list(self._pending.values()) if event.is_set())
+
+    def in_progress(self) -> int:
+        return len(self._running)
 
     def trigger(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -38,6 +46,7 @@ class WorkQueue:
         while True:
             pending.clear()
             delay: float | None
+            self._running.add(key)
             try:
                 again = await self.work(*key)
             except asyncio.CancelledError:
@@ -57,6 +66,8 @@ class WorkQueue:
             else:
                 failures = 0
                 delay = again
+            finally:
+                self._running.discard(key)
             if pending.is_set():
                 continue
             if delay is None:

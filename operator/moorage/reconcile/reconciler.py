@@ -24,6 +24,7 @@ from moorage.plan.observed import Problem
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
 from moorage.reconcile.kube import Kube, Obj, namespace_terminating
+from moorage.reconcile.metrics import Metrics
 from moorage.reconcile.observe import World, observe
 from moorage.reconcile.resolver import Resolver
 
@@ -56,11 +57,13 @@ class Reconciler:
     kube: Kube
     config: PlanConfig = field(default_factory=PlanConfig)
     resolver: Resolver = field(default_factory=Resolver)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def __call__(self, namespace: str, name: str) -> float | None:
         """Reconciles one model; returns when to look again without an event, if ever."""
         raw = await self.kube.get("OpenSourceModel", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            self.metrics.model_gone((namespace, name))
             return None  # garbage collection removes the children through their owner references
         previous = _previous_status(raw)
         try:
@@ -70,6 +73,7 @@ class Reconciler:
             log.warning("%s/%s: invalid spec: %s", namespace, name, message)
             new = invalid_spec_status(previous, raw["metadata"].get("generation"), message, _now())
             await self._write_status(raw, previous, new)
+            self.metrics.model_seen((namespace, name), new)
             return None  # only a new spec helps
         model = OpenSourceModel(
             metadata=ObjectMeta.model_validate(raw["metadata"]), spec=spec, status=previous
@@ -88,9 +92,11 @@ class Reconciler:
             # Never silent: the model says what the API server refused, then the queue retries with backoff.
             failed = status(model, world.observed, the_plan, self.config, _now(), failure=error.problem)
             await self._write_status(raw, previous, failed)
+            self.metrics.model_seen((namespace, name), failed, world.observed, the_plan)
             raise
         new = status(model, world.observed, the_plan, self.config, _now())
         await self._write_status(raw, previous, new)
+        self.metrics.model_seen((namespace, name), new, world.observed, the_plan)
         return _next_look(new)
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
