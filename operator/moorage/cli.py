@@ -63,6 +63,11 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-image", default=DEFAULT_FINETUNE_IMAGE, help="image of fine-tune Jobs")
     parser.add_argument("--hf-endpoint", default=None, help="hub URL (a mirror); default: the public hub")
     parser.add_argument("--default-gpu-profile", default=PlanConfig.default_gpu_profile)
+    parser.add_argument(
+        "--prometheus-address",
+        default=None,
+        help="Prometheus URL that KEDA asks for vLLM's metrics, for models with spec.serving.autoscaling",
+    )
 
 
 def _plan_config(args: argparse.Namespace) -> PlanConfig:
@@ -73,6 +78,7 @@ def _plan_config(args: argparse.Namespace) -> PlanConfig:
         finetune_image=args.finetune_image,
         hf_endpoint=args.hf_endpoint,
         default_gpu_profile=args.default_gpu_profile,
+        prometheus_address=args.prometheus_address,
     )
 
 

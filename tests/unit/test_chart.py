@@ -193,6 +193,7 @@ def test_lint_strict(helm: str, tmp_path: Path) -> None:
     for values in (
         None,
         {"watchNamespaces": ["team-a", "team-b"], "operator": {"hfEndpoint": "https://hf.example"}},
+        {"metrics": {m: {"enabled": True} for m in ("serviceMonitor", "podMonitor", "dashboard")}},
     ):
         result = run_helm(helm, "lint", "--strict", str(CHART), values=values, tmp=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -204,9 +205,10 @@ def test_default_objects(helm: str, tmp_path: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
-    assert {o["metadata"]["name"] for o in objects} == {"moorage"}
+    assert {o["metadata"]["name"] for o in objects} == {"moorage", "moorage-metrics"}
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -259,7 +261,7 @@ def test_rbac_can_be_left_to_the_cluster_admin(helm: str, tmp_path: Path) -> Non
     objects = render(
         helm, tmp_path, {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops"}}
     )
-    assert sorted(o["kind"] for o in objects) == ["Deployment"]
+    assert sorted(o["kind"] for o in objects) == ["Deployment", "Service"]
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
@@ -302,6 +304,7 @@ def test_operator_args(helm: str, tmp_path: Path) -> None:
         "--default-gpu-profile=nvidia-h100-80gb",
         "--log-format=json",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=8081",
     ]
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in main["env"]
     probe = main["livenessProbe"]["httpGet"]
@@ -333,6 +336,8 @@ def test_args_parse_with_the_operators_own_parser(helm: str, tmp_path: Path) -> 
     assert args.log_format == "plain"
     assert args.verbose is True
     assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.metrics_port == 8081
+    assert args.prometheus_address is None
 
 
 @pytest.mark.parametrize(
@@ -388,6 +393,10 @@ def test_scheduling_values(helm: str, tmp_path: Path) -> None:
         ({"resources": {"requests": {"cpu": "lots"}}}, "cpu"),
         ({"resources": {"limits": {"memroy": "1Gi"}}}, "memroy"),
         ({"image": {"tag": "has space"}}, "tag"),
+        ({"metrics": {"port": 8080}}, "port"),
+        ({"metrics": {"podMonitor": {"interval": "soon"}}}, "interval"),
+        ({"metrics": {"serviceMonitor": {"enabeld": True}}}, "enabeld"),
+        ({"operator": {"prometheusAddress": "prometheus:9090"}}, "prometheusAddress"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, tmp_path: Path, values: Obj, complaint: str) -> None:
@@ -414,3 +423,68 @@ def test_chart_defaults_are_the_tested_vllm() -> None:
     assert values["operator"]["vllmImage"] == DEFAULT_VLLM_IMAGE
     assert values["operator"]["vllmCpuImage"] == DEFAULT_VLLM_CPU_IMAGE
     assert f"`{DEFAULT_VLLM_IMAGE}`" in DOCS.read_text() and f"`{DEFAULT_VLLM_CPU_IMAGE}`" in DOCS.read_text()
+
+
+# ---- metrics: the operator's Service, the Prometheus Operator monitors and the dashboard
+
+
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "ConfigMap"}
+
+
+def test_monitoring_is_off_by_default_and_metrics_can_be(helm: str, tmp_path: Path) -> None:
+    assert not MONITORING_KINDS & {o["kind"] for o in render(helm, tmp_path)}
+    objects = render(helm, tmp_path, {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
+    assert not {"Service", "ServiceMonitor"} & {o["kind"] for o in objects}
+    main = container(objects)
+    assert not [a for a in main["args"] if a.startswith("--metrics")]
+    assert [p["name"] for p in main["ports"]] == ["health"]
+
+
+def test_operator_metrics_service_and_service_monitor(helm: str, tmp_path: Path) -> None:
+    values = {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}}
+    objects = render(helm, tmp_path, values)
+    main = container(objects)
+    assert parser().parse_args(main["args"]).metrics_port == 9100
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in main["ports"]
+    service = one(objects, "Service")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+
+
+@pytest.mark.parametrize("watch", [[], ["team-a", "team-b"]])
+def test_pod_monitor_selects_the_vllm_pods(helm: str, tmp_path: Path, watch: list[str]) -> None:
+    from moorage.api.model import ObjectMeta, OpenSourceModel  # noqa: PLC0415
+    from moorage.api.spec import OpenSourceModelSpec  # noqa: PLC0415
+    from moorage.plan.meta import labels  # noqa: PLC0415
+    from moorage.plan.serving import PORT  # noqa: PLC0415
+
+    values = {"watchNamespaces": watch, "metrics": {"podMonitor": {"enabled": True}}}
+    monitor = one(render(helm, tmp_path, values), "PodMonitor")
+    spec = monitor["spec"]
+    model = OpenSourceModel(
+        metadata=ObjectMeta(name="m", namespace="ml"),
+        spec=OpenSourceModelSpec.model_validate({"source": {"uri": "hf://o/m"}}),
+    )
+    assert spec["selector"]["matchLabels"].items() <= labels(model, "serving").items()
+    assert spec["namespaceSelector"] == ({"matchNames": watch} if watch else {"any": True})
+    [endpoint] = spec["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+    assert PORT == 8000  # the serving container's port named http, where vLLM serves /metrics
+    assert endpoint["relabelings"][0]["targetLabel"] == "model"
+
+
+def test_dashboard_config_map_holds_the_dashboard(helm: str, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, {"metrics": {"dashboard": {"enabled": True}}})
+    config_map = one(objects, "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(config_map["data"]["moorage-model.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "moorage-model.json").read_text())

@@ -25,4 +25,6 @@ class PlanConfig:
     hf_endpoint: str | None = None
     """Passed to the pull Job as HF_ENDPOINT, for a hub mirror; None means the public hub."""
     default_gpu_profile: str = "nvidia-h100-80gb"
+    prometheus_address: str | None = None
+    """The Prometheus server KEDA asks for vLLM's metrics (models with spec.serving.autoscaling)."""
     cluster_domain: str = "cluster.local"
