@@ -2,6 +2,7 @@
 
 import base64
 import json
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from moorage.cli import dump, load_models, render
 from moorage.demo import OperatorProcess, install_crd
@@ -36,17 +38,40 @@ def hub() -> Iterator[FakeHub]:
         yield running
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Running:
-    """The operator process of the session; a test may restart it."""
+    """The operator process of the session; a test may restart it. It always serves its metrics."""
 
     def __init__(self, cluster: Cluster, hub: FakeHub, log: Path) -> None:
         self.cluster, self.hub, self.log_path = cluster, hub, log
-        self.process = OperatorProcess(cluster, hub.url, log)
+        self.metrics_port = free_port()
+        self.process = OperatorProcess(cluster, hub.url, log, *self._metrics())
+
+    def _metrics(self) -> tuple[str, ...]:
+        return ("--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1")
 
     def restart(self, *extra: str, **options: Any) -> None:
         """Another `moorage run`, with extra arguments and OperatorProcess options (none: as at start)."""
         self.process.stop()
-        self.process = OperatorProcess(self.cluster, self.hub.url, self.log_path, *extra, **options)
+        self.process = OperatorProcess(
+            self.cluster, self.hub.url, self.log_path, *self._metrics(), *extra, **options
+        )
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """What a Prometheus scrape of the operator gets: sample name → (labels, value) of each series."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return samples
 
 
 # Module scope: the operator must be gone before test_rbac.py runs one of its own on the same cluster.
@@ -686,3 +711,46 @@ def test_a_model_on_weights_already_pulled_deploys_without_a_job(
     weights = wait_condition(cluster, namespace, "follower", "WeightsReady")
     assert "verified on the cache volume" in weights["message"]
     wait_condition(cluster, namespace, "follower", "Ready")
+
+
+def test_operator_serves_metrics(cluster: Cluster, operator: Running, namespace: str) -> None:
+    cluster.apply(model("watched", serving={"replicas": 2}), namespace=namespace)
+    wait_condition(cluster, namespace, "watched", "Ready")
+    revision = get(cluster, namespace, "osm", "watched")["status"]["servingRevision"]
+    template = get(cluster, namespace, "deployment", "watched")["metadata"]["annotations"][
+        "moorage.dev/template-hash"
+    ]
+    ours = {"namespace": namespace, "model": "watched"}
+
+    def of_model(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> list[float]:
+        return [v for labels, v in samples.get(name, []) if ours.items() <= labels.items()]
+
+    def scraped() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+        samples = operator.metrics()
+        return samples if of_model(samples, "moorage_model_ready_replicas") == [2] else None
+
+    started = time.monotonic()
+    samples = wait_for(scraped, timeout=TIMEOUT, what="the operator's metrics to show 2 ready replicas")
+    assert time.monotonic() - started < TIMEOUT
+    assert of_model(samples, "moorage_model_replicas") == [2]
+    info = [labels for labels, _ in samples["moorage_model_info"] if ours.items() <= labels.items()]
+    assert info == [{**ours, "revision": revision, "template_hash": template}]
+    ready = {
+        (labels["reason"], value)
+        for labels, value in samples["moorage_models"]
+        if labels["condition"] == "Ready" and labels["status"] == "True"
+    }
+    assert any(reason == "Serving" and count >= 1 for reason, count in ready), ready
+    assert "namespace" not in samples["moorage_models"][0][0], "counts by condition carry no model label"
+    successes = [v for labels, v in samples["moorage_reconciles_total"] if labels["result"] == "success"]
+    assert successes and successes[0] >= 1
+    assert samples["moorage_reconcile_duration_seconds_count"][0][1] >= successes[0]
+    assert [v for _, v in samples["moorage_workqueue_depth"]] and samples["moorage_workqueue_in_progress"]
+
+    # A model that goes takes its series with it.
+    cluster.kubectl("delete", "osm", "watched", "-n", namespace, check=True)
+    wait_for(
+        lambda: not of_model(operator.metrics(), "moorage_model_info"),
+        timeout=TIMEOUT,
+        what="the deleted model's series gone",
+    )

@@ -59,6 +59,8 @@ def _trigger(namespace: str | None, name: str | None) -> None:
 async def _model_event(type: str | None, namespace: str | None, name: str | None, **_: Any) -> None:
     if type != "DELETED":
         _trigger(namespace, name)
+    elif namespace and name:
+        Operator.metrics.model_gone((namespace, name))
 
 
 def _owners(body: kopf.Body) -> list[str]:
