@@ -23,11 +23,12 @@ from moorage.plan.children import plan
 from moorage.plan.config import (
     DEFAULT_FINETUNE_IMAGE,
     DEFAULT_OPERATOR_IMAGE,
+    DEFAULT_PROMETHEUS_ADDRESS,
     DEFAULT_VLLM_CPU_IMAGE,
     DEFAULT_VLLM_IMAGE,
     PlanConfig,
 )
-from moorage.plan.observed import JobState, Observed
+from moorage.plan.observed import AutoscalerState, JobState, Observed
 from moorage.reconcile.checks import serving_problem
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -65,7 +66,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-gpu-profile", default=PlanConfig.default_gpu_profile)
     parser.add_argument(
         "--prometheus-address",
-        default=None,
+        default=DEFAULT_PROMETHEUS_ADDRESS,
         help="Prometheus URL that KEDA asks for vLLM's metrics, for models with spec.serving.autoscaling",
     )
 
@@ -153,7 +154,9 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
         if problem is not None:
             raise UsageError(f"{model.metadata.name}: {problem.reason}: {problem.message}")
         done = JobState(succeeded=True)
-        observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done)
+        # As a cluster with KEDA would have it: the ScaledObject of an autoscaled model shows.
+        scaler = AutoscalerState(installed=True) if model.spec.serving.autoscaling else None
+        observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done, autoscaler=scaler)
         manifests += plan(model, observed, config).children
     return manifests
 

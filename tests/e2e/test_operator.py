@@ -344,6 +344,29 @@ def test_model_names_that_cannot_name_a_service_are_refused(
             {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replica": 2}},
             'unknown field "spec.serving.replica"',
         ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+            },
+            "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {
+                    "autoscaling": {"maxReplicas": 2, "target": {"waitingRequests": 1, "kvCacheUsage": 0.5}}
+                },
+            },
+            "set one target: waitingRequests or kvCacheUsage",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "serving": {"autoscaling": {"maxReplicas": 2, "minReplicas": 0}},
+            },
+            "spec.serving.autoscaling.minReplicas",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused(

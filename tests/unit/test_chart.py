@@ -37,6 +37,7 @@ WORKLOAD_RULES = {
     ("batch", "jobs"): [*READ, "create", "patch", "delete"],
     ("", "persistentvolumeclaims"): [*READ, "create", "patch", "delete"],
     ("policy", "poddisruptionbudgets"): [*READ, "create", "patch", "delete"],
+    ("keda.sh", "scaledobjects"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
     ("", "pods/log"): ["get"],
     ("", "secrets"): ["get"],
@@ -322,6 +323,7 @@ def test_args_parse_with_the_operators_own_parser(helm: str, tmp_path: Path) -> 
             "finetuneImage": "registry.internal/ft:7",
             "logFormat": "plain",
             "verbose": True,
+            "prometheusAddress": "http://prometheus.monitoring:9090",
         },
     }
     main = container(render(helm, tmp_path, values))
@@ -337,7 +339,7 @@ def test_args_parse_with_the_operators_own_parser(helm: str, tmp_path: Path) -> 
     assert args.verbose is True
     assert args.liveness == "http://0.0.0.0:8080/healthz"
     assert args.metrics_port == 8081
-    assert args.prometheus_address is None
+    assert args.prometheus_address == "http://prometheus.monitoring:9090"
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,34 @@ def test_tensor_parallel_follows_gpus() -> None:
         ),
         ({"source": {"uri": "hf://a/b"}, "serving": {"replica": 2}}, "spec.serving.replica: unknown field"),
         ({"serving": {}}, "spec.source: required"),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}},
+            "spec.serving.autoscaling.minReplicas: minReplicas must not exceed maxReplicas",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {"maxReplicas": 4, "minReplicas": 0}}},
+            "spec.serving.autoscaling.minReplicas:",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {}}},
+            "spec.serving.autoscaling.maxReplicas",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {
+                    "autoscaling": {"maxReplicas": 4, "target": {"waitingRequests": 2, "kvCacheUsage": 0.8}}
+                },
+            },
+            "spec.serving.autoscaling.target: set one target: waitingRequests or kvCacheUsage",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {"autoscaling": {"maxReplicas": 4, "target": {"kvCacheUsage": 80}}},
+            },
+            "spec.serving.autoscaling.target.kvCacheUsage:",
+        ),
         ({"source": {"uri": "hf://a/b"}, "serving": {"vllm": {"dtype": "fp64"}}}, "spec.serving.vllm.dtype:"),
     ],
 )

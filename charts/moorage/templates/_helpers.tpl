@@ -78,6 +78,10 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# KEDA's ScaledObject of a model with spec.serving.autoscaling (deleted when autoscaling is turned off).
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

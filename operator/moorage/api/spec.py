@@ -161,6 +161,69 @@ class Resources(ApiModel):
     When set, it is also the limit."""
 
 
+class AutoscalingTarget(ApiModel):
+    """The load each replica should carry, from vLLM's own metrics. Set one; default waitingRequests: 2."""
+
+    rules = (
+        Rule(
+            cel="!(has(self.waitingRequests) && has(self.kvCacheUsage))",
+            message="set one target: waitingRequests or kvCacheUsage",
+            check=lambda t: t.waiting_requests is None or t.kv_cache_usage is None,
+        ),
+    )
+
+    waiting_requests: Annotated[int | None, Field(ge=1, le=10000)] = None
+    """Requests waiting in vLLM's queue per replica (vllm:num_requests_waiting): a replica whose batch is
+    full queues the rest, so a queue that grows means too few replicas."""
+    kv_cache_usage: Annotated[float | None, Field(gt=0, le=1)] = None
+    """Fraction of the KV cache in use, averaged over the replicas (vllm:kv_cache_usage_perc), e.g. 0.8."""
+
+    def metric(self) -> tuple[str, float]:
+        """vLLM's metric and the value per replica to hold it at."""
+        if self.kv_cache_usage is not None:
+            return "vllm:kv_cache_usage_perc", self.kv_cache_usage
+        return "vllm:num_requests_waiting", self.waiting_requests or DEFAULT_WAITING_REQUESTS
+
+
+DEFAULT_WAITING_REQUESTS = 2
+
+
+class Autoscaling(ApiModel):
+    """Replicas follow vLLM's load through a KEDA ScaledObject (KEDA and a Prometheus that scrapes the vLLM
+    pods must be installed). While it is on, the autoscaler owns the Deployment's replicas and
+    serving.replicas is not used."""
+
+    rules = (
+        Rule(
+            cel="(has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            check=lambda a: a.min_count() <= a.max_replicas,
+            field="minReplicas",
+        ),
+    )
+
+    min_replicas: Annotated[int | None, Field(ge=1, le=1000)] = None
+    """Default 1. Not 0: a model at zero replicas has no vLLM to report a queue, and nothing would hold the
+    first request while a replica starts."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    target: AutoscalingTarget = AutoscalingTarget()
+    scale_up_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
+    """How long the load must stay high before replicas are added (the HPA's scale-up stabilization
+    window). Default 0: at once."""
+    scale_down_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
+    """How long the load must stay low before replicas are removed. Default 300: a replica takes minutes to
+    load its weights, so it is not given up for a short lull."""
+
+    def min_count(self) -> int:
+        return 1 if self.min_replicas is None else self.min_replicas
+
+    def up_window(self) -> int:
+        return 0 if self.scale_up_window_seconds is None else self.scale_up_window_seconds
+
+    def down_window(self) -> int:
+        return 300 if self.scale_down_window_seconds is None else self.scale_down_window_seconds
+
+
 _ON_CPU = "(has(self.gpus) && self.gpus == 0)"
 
 
@@ -190,7 +253,9 @@ class Serving(ApiModel):
     )
 
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Also the scale subresource: kubectl scale osm/<name> --replicas=3."""
+    """Also the scale subresource: kubectl scale osm/<name> --replicas=3. Not used while autoscaling is on."""
+    autoscaling: Autoscaling | None = None
+    """Scale on vLLM's queue or KV-cache usage with KEDA, between minReplicas and maxReplicas."""
     gpus: Annotated[int, Field(ge=0, le=64)] = 1
     """GPUs per replica. 0 serves on CPU with vLLM's CPU build (the operator's --vllm-cpu-image): small
     models, CI and edge clusters."""

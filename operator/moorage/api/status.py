@@ -15,6 +15,7 @@ class ConditionType(StrEnum):
     WEIGHTS_READY = "WeightsReady"
     FINE_TUNED = "FineTuned"
     AVAILABLE = "Available"
+    AUTOSCALING = "Autoscaling"
 
 
 CONDITION_DOCS = {
@@ -36,6 +37,10 @@ CONDITION_DOCS = {
     ConditionType.FINE_TUNED: "Only with spec.fineTune: the adapter of the current fineTune spec is trained.",
     ConditionType.AVAILABLE: (
         "At least one replica answers; during a rollout it may still serve the previous spec."
+    ),
+    ConditionType.AUTOSCALING: (
+        "Only with spec.serving.autoscaling: KEDA scales the replicas. False with KedaNotInstalled when the "
+        "cluster has no KEDA (the model keeps minReplicas), or when KEDA cannot read the metric."
     ),
 }
 

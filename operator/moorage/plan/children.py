@@ -7,7 +7,7 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import finetune, serving, weights
+from moorage.plan import autoscaling, finetune, serving, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
@@ -65,7 +65,10 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
         desired if desired is not None and observed.problem is None and _ready(model, observed) else current
     )
     if target is not None:
-        children.append(serving.deployment(model, target, config))
+        scaled = autoscaling.active(model, observed)
+        children.append(serving.deployment(model, target, config, scaled=scaled))
+        if scaled:
+            children.append(autoscaling.scaled_object(model, config))
         budget = serving.disruption_budget(model)
         if budget is not None:
             children.append(budget)

@@ -12,6 +12,8 @@ DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 DEFAULT_VLLM_CPU_IMAGE = f"public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v{VLLM_VERSION}"
 DEFAULT_OPERATOR_IMAGE = "ghcr.io/moorage-dev/moorage:0.1.0"
 DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+"""The Service the Prometheus Operator makes for its Prometheus servers, in the usual namespace."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,6 @@ class PlanConfig:
     hf_endpoint: str | None = None
     """Passed to the pull Job as HF_ENDPOINT, for a hub mirror; None means the public hub."""
     default_gpu_profile: str = "nvidia-h100-80gb"
-    prometheus_address: str | None = None
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     """The Prometheus server KEDA asks for vLLM's metrics (models with spec.serving.autoscaling)."""
     cluster_domain: str = "cluster.local"

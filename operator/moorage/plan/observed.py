@@ -158,6 +158,26 @@ def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
 
 
 @dataclass(frozen=True)
+class AutoscalerState:
+    """KEDA, for a model with spec.serving.autoscaling."""
+
+    installed: bool
+    """The cluster serves KEDA's ScaledObject API."""
+    ready: bool | None = None
+    """The model's ScaledObject's Ready condition; None while there is none (not applied, or KEDA has not
+    looked at it yet)."""
+    message: str = ""
+
+    @staticmethod
+    def from_scaled_object(obj: dict[str, Any] | None) -> "AutoscalerState":
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if ready is None or ready.get("status") not in ("True", "False"):
+            return AutoscalerState(installed=True)
+        return AutoscalerState(True, ready["status"] == "True", str(ready.get("message") or ""))
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything one reconcile learned, before deciding anything."""
 
@@ -171,3 +191,5 @@ class Observed:
     deployment: DeploymentState | None = None
     serving_blocked: Problem | None = None
     """Why serving pods of a rollout do not come up: unschedulable, image pull, crash loop."""
+    autoscaler: AutoscalerState | None = None
+    """Only for a model with spec.serving.autoscaling."""

@@ -205,12 +205,21 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
     return place(spec, serving.scheduling, None if serving.on_cpu else serving.gpu_resource_name)
 
 
-def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> Manifest:
+def replicas(model: OpenSourceModel) -> int:
+    """What the operator sets: the spec's, or with autoscaling (and no scaler to own them) the floor."""
+    scaling = model.spec.serving.autoscaling
+    return model.spec.serving.replicas if scaling is None else scaling.min_count()
+
+
+def deployment(
+    model: OpenSourceModel, target: ServingTarget, config: PlanConfig, *, scaled: bool = False
+) -> Manifest:
+    """`scaled`: an autoscaler owns the replicas, so the manifest leaves them out."""
     serving = model.spec.serving
     pod_labels = labels(model, "serving")
-    body = {
+    body: dict[str, Any] = {
         "spec": {
-            "replicas": serving.replicas,
+            "replicas": replicas(model),
             "selector": {"matchLabels": selector(model)},
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": serving.rollout.deadline(),
@@ -235,6 +244,8 @@ def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig
             },
         }
     }
+    if scaled:
+        del body["spec"]["replicas"]
     # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale.
     annotations = {**target.annotations(), TEMPLATE_HASH: content_hash(body["spec"]["template"], length=16)}
     return child(
@@ -271,7 +282,8 @@ def service(model: OpenSourceModel) -> Manifest:
 def disruption_budget(model: OpenSourceModel) -> Manifest | None:
     """With two replicas or more, a node drain takes them one at a time; with one, nothing is promised
     (a budget would block the drain forever)."""
-    if model.spec.serving.replicas < 2:
+    scaling = model.spec.serving.autoscaling
+    if (model.spec.serving.replicas if scaling is None else scaling.max_replicas) < 2:
         return None
     body = {
         "spec": {

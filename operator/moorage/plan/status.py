@@ -6,7 +6,7 @@ from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import gib
 from moorage.api.status import Condition, ConditionType, FineTuneStatus, OpenSourceModelStatus, WeightsStatus
-from moorage.plan import meta
+from moorage.plan import autoscaling, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
@@ -194,6 +194,7 @@ def status(
         T.WEIGHTS_READY: weights,
         T.FINE_TUNED: tuned,
         T.AVAILABLE: _available(observed),
+        T.AUTOSCALING: _scaling(model, observed),
     }
     resolved = observed.resolved
     deployment = observed.deployment
@@ -232,6 +233,11 @@ def status(
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
     )
+
+
+def _scaling(model: OpenSourceModel, observed: Observed) -> Verdict | None:
+    found = autoscaling.verdict(model, observed)
+    return Verdict(found.status, found.reason, found.message) if found else None
 
 
 def _int(value: object) -> int | None:

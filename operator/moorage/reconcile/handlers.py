@@ -92,6 +92,8 @@ for _group, _version, _plural in (
     ("batch", "v1", "jobs"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
+    # KEDA's, for models with spec.serving.autoscaling; kopf watches it once its CRD is installed.
+    ("keda.sh", "v1alpha1", "scaledobjects"),
 ):
     kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
 # Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.

@@ -1,5 +1,6 @@
 """The few Kubernetes calls the operator makes, as plain dicts in and out (lightkube underneath)."""
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +18,16 @@ from moorage.api.model import GROUP, KIND, PLURAL, VERSION
 
 FIELD_MANAGER = "moorage"
 OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+DISCOVERY_TTL = 30.0
+"""Seconds an answer of API discovery stands: KEDA installed later is noticed within this."""
 KINDS: dict[str, Any] = {
     "Deployment": Deployment,
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "ScaledObject": ScaledObject,
     "Secret": Secret,
     "Service": Service,
 }
@@ -43,6 +48,24 @@ class Kube:
     def __init__(self, client: AsyncClient) -> None:
         # lightkube's overloads are keyed on resource classes; this layer works with dicts on purpose.
         self.client: Any = client
+        self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    async def served(self, api_version: str, plural: str) -> bool:
+        """Does the API server serve this resource (a CRD installed)? API discovery, cached a while: one
+        GET of /apis/<group>/<version> per DISCOVERY_TTL, whatever the number of models asking."""
+        key = (api_version, plural)
+        cached = self._discovered.get(key)
+        if cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL:
+            return cached[1]
+        # lightkube has no discovery call: its httpx client (base URL and credentials set) asks.
+        response = await self.client._client._client.get(f"/apis/{api_version}")
+        if response.status_code == 404:
+            found = False
+        else:
+            response.raise_for_status()
+            found = any(r.get("name") == plural for r in response.json().get("resources") or [])
+        self._discovered[key] = (time.monotonic(), found)
+        return found
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         resource = OpenSourceModelResource if kind == KIND else KINDS[kind]

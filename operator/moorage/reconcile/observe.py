@@ -10,10 +10,11 @@ from moorage.api.resolved import Pinned, ResolvedSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
-from moorage.plan import finetune, weights
+from moorage.plan import autoscaling, finetune, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import selector
 from moorage.plan.observed import (
+    AutoscalerState,
     DeploymentState,
     JobState,
     Observed,
@@ -216,6 +217,15 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         if not deployment_state.rolled_out:
             blocked = start_problem(await kube.select("Pod", namespace, selector(model)))
 
+    autoscaler = None
+    if model.spec.serving.autoscaling is not None:
+        autoscaler = AutoscalerState(installed=False)
+        if await kube.served(autoscaling.KEDA_API_VERSION, autoscaling.SCALED_OBJECTS):
+            scaled = await kube.get("ScaledObject", namespace, name)
+            if scaled:
+                live["ScaledObject", name] = scaled
+            autoscaler = AutoscalerState.from_scaled_object(scaled)
+
     observed = Observed(
         resolved=resolved,
         dataset=dataset,
@@ -224,5 +234,6 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         finetune=tuned,
         deployment=deployment_state,
         serving_blocked=blocked,
+        autoscaler=autoscaler,
     )
     return World(observed, live)

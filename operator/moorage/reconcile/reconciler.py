@@ -23,7 +23,7 @@ from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
 from moorage.plan.observed import Problem
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
-from moorage.reconcile.kube import Kube, Obj, namespace_terminating
+from moorage.reconcile.kube import FIELD_MANAGER, Kube, Obj, namespace_terminating
 from moorage.reconcile.metrics import Metrics
 from moorage.reconcile.observe import World, observe
 from moorage.reconcile.resolver import Resolver
@@ -40,6 +40,7 @@ EVENTS = {
 
 
 APPLY_FAILED = "ApplyFailed"
+HANDOVER_MANAGER = "moorage-handover-to-autoscaler"
 
 
 class ApplyError(Exception):
@@ -126,6 +127,8 @@ class Reconciler:
         # A volume shared by several models is co-owned: each model applies its own owner reference
         # under a field manager of its own, so no model's apply removes another's.
         shared = kind == "PersistentVolumeClaim"
+        if live is not None and kind == "Deployment" and "replicas" not in manifest["spec"]:
+            await self._hand_over_replicas(live, manifest)
         await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
         if fields:
             log.info(
@@ -144,6 +147,21 @@ class Reconciler:
         if kind == "Deployment":
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
+    async def _hand_over_replicas(self, live: Obj, manifest: Obj) -> None:
+        """An autoscaler takes the Deployment's replicas over: before our apply leaves them out, another
+        field manager of ours co-owns the current count, or the API server would reset it to 1 (a field
+        dropped by its only owner is removed). The scaler's first change of the count takes it over."""
+        if not _applied_replicas(live):
+            return
+        metadata = manifest["metadata"]
+        handover = {
+            "apiVersion": manifest["apiVersion"],
+            "kind": "Deployment",
+            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+            "spec": {"replicas": (live.get("spec") or {}).get("replicas", 1)},
+        }
+        await self.kube.apply(handover, HANDOVER_MANAGER)
+
     async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
         """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
         resolved, pull = world.observed.resolved, world.observed.pull
@@ -161,9 +179,10 @@ class Reconciler:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
         (deleted with their last owner)."""
         namespace, uid = model.metadata.namespace, model.metadata.uid
-        budget = world.live.get(("PodDisruptionBudget", model.metadata.name))
-        if budget and not the_plan.names("PodDisruptionBudget") and _owned_by(budget, uid):
-            await self.kube.delete("PodDisruptionBudget", namespace, model.metadata.name)
+        for kind in ("PodDisruptionBudget", "ScaledObject"):
+            unwanted = world.live.get((kind, model.metadata.name))
+            if unwanted and not the_plan.names(kind) and _owned_by(unwanted, uid):
+                await self.kube.delete(kind, namespace, model.metadata.name)
         wanted_jobs = the_plan.names("Job")
         for job in await self.kube.select("Job", namespace, {"moorage.dev/model": model.metadata.name}):
             if job["metadata"]["name"] not in wanted_jobs and _owned_by(job, uid):
@@ -220,11 +239,16 @@ class Reconciler:
 
 IN_FLIGHT_POLL = 30.0
 """Seconds between looks while work is under way: pull progress, a Secret or the hub coming back."""
+SCALER_POLL = 60.0
+"""Seconds between looks at a model whose autoscaler is missing or not ready."""
 STALLED_POLL = 300.0
 """A stalled model is looked at now and then too: access to a gated repo can be granted on the hub."""
 
 
 def _next_look(status: OpenSourceModelStatus) -> float | None:
+    scaling = status.condition(ConditionType.AUTOSCALING)
+    if scaling is not None and scaling.status == "False":
+        return SCALER_POLL  # KEDA may be installed later, or come to read the metric
     if (ready := status.condition(ConditionType.READY)) is not None and ready.status == "True":
         return None
     stalled = status.condition(ConditionType.STALLED)
@@ -233,7 +257,7 @@ def _next_look(status: OpenSourceModelStatus) -> float | None:
 
 def _deployment_event(live: Obj | None, manifest: Obj, the_plan: Plan) -> tuple[str, str]:
     """Deploying, RolloutStarted (new pods) or Scaled (same pods, another count): reason and message."""
-    replicas = manifest["spec"]["replicas"]
+    replicas = manifest["spec"].get("replicas", "the autoscaler's")
     serves = f"{replicas} replica(s) of {the_plan.target.revision[:12] if the_plan.target else 'nothing'}"
     if live is None:
         return "Deploying", f"Deployment {manifest['metadata']['name']}: {serves}"
@@ -249,6 +273,14 @@ def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
         SPEC_HASH
     ]
     return same and _owned_by(live, uid)
+
+
+def _applied_replicas(deployment: Obj) -> bool:
+    """Does our own server-side apply own the Deployment's replicas?"""
+    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            return "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+    return False
 
 
 def _succeeded(job: Obj) -> bool:
