@@ -9,14 +9,19 @@ are marked ``cluster`` automatically; on failure the report gets a
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from moorage.devcluster import Cluster, dump_diagnostics, wait_for
 
@@ -91,3 +96,42 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+KEDA_MODULE = "github.com/kedacore/keda/v2@v2.21.0"
+"""KEDA's Go module, for its ScaledObject CRD as KEDA's release installs it (go mod download caches it)."""
+KEDA_CRD = "scaledobjects.keda.sh"
+
+
+def keda_crd_manifest(tmp: Path) -> dict[str, Any]:
+    go = os.environ.get("MOORAGE_GO") or shutil.which("go") or "/usr/local/go/bin/go"
+    # Outside any module, so nothing of ours is resolved or changed; only the module cache is filled.
+    result = subprocess.run(
+        [go, "mod", "download", "-json", KEDA_MODULE],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "GOFLAGS": "-mod=mod"},
+    )
+    assert result.returncode == 0, f"go mod download {KEDA_MODULE}: {result.stdout}{result.stderr}"
+    source = (
+        Path(json.loads(result.stdout)["Dir"]) / "config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml"
+    )
+    crd: dict[str, Any] = yaml.safe_load(source.read_text())
+    return crd
+
+
+@pytest.fixture
+def keda_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """KEDA's real ScaledObject CRD installed (not KEDA's controllers: the tests play the scaler)."""
+    if cluster.kubectl("get", "crd", KEDA_CRD, "-o", "name").returncode != 0:
+        crd = keda_crd_manifest(tmp_path_factory.mktemp("keda"))
+        result = cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
+        assert result.returncode == 0, result.stderr
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{KEDA_CRD}", "--timeout=60s", check=True)
+        wait_for(
+            lambda: cluster.kubectl("get", "scaledobjects", "-A").returncode == 0, what="ScaledObjects served"
+        )
+    return KEDA_CRD

@@ -477,10 +477,32 @@ def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, name
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
 
 
+def test_autoscaling_without_keda_keeps_min_replicas_and_says_so(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    if cluster.kubectl("get", "crd", "scaledobjects.keda.sh").returncode == 0:
+        # An earlier test installed it: this one is about a cluster without KEDA.
+        cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=true", check=True)
+    scaling = {"minReplicas": 2, "maxReplicas": 4}
+    cluster.apply(model("floor", serving={"autoscaling": scaling}), namespace=namespace)
+    found = wait_condition(
+        cluster,
+        namespace,
+        "floor",
+        "Autoscaling",
+        status="False",
+        reason="KedaNotInstalled",
+        timeout=2 * TIMEOUT,
+    )
+    assert "install KEDA" in found["message"] and "2 replica(s)" in found["message"], "minReplicas: 2"
+    wait_condition(cluster, namespace, "floor", "Ready")  # serving does not wait for the scaler
+    assert get(cluster, namespace, "deployment", "floor")["spec"]["replicas"] == 2
+
+
 @pytest.mark.parametrize(
     "example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.stem
 )
-def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) -> None:
+def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path, keda_crd: str) -> None:
     """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting."""
     cluster.kubectl("create", "namespace", "ml")  # the examples' namespace; fine if it exists already
     rendered = render(load_models(str(example)), PlanConfig(), resolve=False)
@@ -777,3 +799,103 @@ def test_operator_serves_metrics(cluster: Cluster, operator: Running, namespace:
         timeout=TIMEOUT,
         what="the deleted model's series gone",
     )
+
+
+HANDOVER = "moorage-handover-to-autoscaler"
+
+
+def _replica_owners(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    """The field managers that own the Deployment's spec.replicas."""
+    deployment = get(cluster, namespace, "deployment", name, "--show-managed-fields")
+    return {
+        entry["manager"]
+        for entry in deployment["metadata"].get("managedFields", [])
+        if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
+    }
+
+
+def test_autoscaled_model_leaves_replicas_to_the_scaler_with_no_drift(
+    cluster: Cluster, operator: Running, namespace: str, keda_crd: str, tmp_path: Path
+) -> None:
+    fixed = model("elastic", serving={"replicas": 2})
+    cluster.apply(fixed, namespace=namespace)
+    wait_condition(cluster, namespace, "elastic", "Ready")
+    assert _replica_owners(cluster, namespace, "elastic") == {"moorage"}
+
+    # Autoscaling on, serving.replicas left in the manifest as Git has it: the scaler's now.
+    scaling = {"minReplicas": 1, "maxReplicas": 5, "target": {"waitingRequests": 3}}
+    scaled = model("elastic", serving={"replicas": 2, "autoscaling": scaling})
+    cluster.apply(scaled, namespace=namespace)
+    # Within the operator's API discovery cache and its look again at models waiting for KEDA.
+    scaled_object = wait_for(
+        lambda: get(cluster, namespace, "scaledobject", "elastic"),
+        timeout=2 * TIMEOUT,
+        what="the ScaledObject",
+    )
+    spec = scaled_object["spec"]  # accepted by the API server against KEDA's own schema
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 5)
+    assert spec["scaleTargetRef"]["name"] == "elastic"
+    assert spec["triggers"][0]["metadata"]["query"] == (
+        f'sum(vllm:num_requests_waiting{{namespace="{namespace}",model_name="elastic"}})'
+    )
+    assert spec["triggers"][0]["metadata"]["threshold"] == "3"
+    wait_for(
+        lambda: _replica_owners(cluster, namespace, "elastic") == {HANDOVER},
+        timeout=TIMEOUT,
+        what="the operator's apply without replicas, after the handover",
+    )
+    assert get(cluster, namespace, "deployment", "elastic")["spec"]["replicas"] == 2, "capacity kept"
+    wait_condition(cluster, namespace, "elastic", "Autoscaling", status="False", reason="ScalerPending")
+    wait_condition(cluster, namespace, "elastic", "Ready")
+
+    # The scaler (KEDA's HPA, played by kubectl) changes the count through the scale subresource.
+    cluster.kubectl("scale", "deploy/elastic", "--replicas=4", "-n", namespace, check=True)
+    wait_for(
+        lambda: get(cluster, namespace, "osm", "elastic")["status"].get("readyReplicas") == 4,
+        timeout=TIMEOUT,
+        what="4 ready replicas in the model's status (reconciled after the scaler's change)",
+    )
+    deployment = get(cluster, namespace, "deployment", "elastic")
+    assert deployment["spec"]["replicas"] == 4, "the operator never reverts the scaler"
+    assert "moorage" not in _replica_owners(cluster, namespace, "elastic")
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=elastic")["items"]
+    assert "DriftReverted" not in {e["reason"] for e in events}
+
+    # GitOps: Argo CD's server-side diff (a dry-run apply of the manifest from Git) finds nothing to change.
+    live = get(cluster, namespace, "osm", "elastic")
+    source = tmp_path / "model.json"
+    source.write_text(json.dumps(scaled))
+    result = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
+        "-n", namespace, "-f", str(source), "-o", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dry = json.loads(result.stdout)
+    assert dry["spec"] == live["spec"]
+    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
+    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
+
+    # KEDA says the ScaledObject is ready: so does the model.
+    ready = {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ok"}]
+    }
+    cluster.kubectl(
+        "patch", "scaledobject", "elastic", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": ready}), check=True,
+    )  # fmt: skip
+    scaling_condition = wait_condition(cluster, namespace, "elastic", "Autoscaling", reason="Scaling")
+    assert "1 to 5 replicas on vllm:num_requests_waiting" in scaling_condition["message"]
+
+    # Autoscaling off: the ScaledObject goes and the spec's replicas are the operator's again.
+    cluster.apply(fixed, namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "scaledobject", "elastic") is None,
+        timeout=TIMEOUT,
+        what="ScaledObject gone",
+    )
+    wait_for(
+        lambda: get(cluster, namespace, "deployment", "elastic")["spec"]["replicas"] == 2,
+        timeout=TIMEOUT,
+        what="the spec's 2 replicas back",
+    )
+    assert condition(cluster, namespace, "elastic", "Autoscaling") is None

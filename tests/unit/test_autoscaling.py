@@ -90,11 +90,13 @@ def test_without_keda_the_operator_keeps_min_replicas_and_says_why() -> None:
     the_plan = plan(the_model, observed(False), CONFIG)
     children = kinds(the_plan.children)
     assert "ScaledObject" not in children
-    assert children["Deployment"]["spec"]["replicas"] == 2, "minReplicas, not serving.replicas"
+    assert children["Deployment"]["spec"]["replicas"] == 4, "serving.replicas within min and max"
     new = status(the_model, observed(False), the_plan, CONFIG, NOW)
     scaling = new.condition(ConditionType.AUTOSCALING)
     assert scaling is not None and (scaling.status, scaling.reason) == ("False", "KedaNotInstalled")
-    assert "install KEDA" in scaling.message and "2 replica(s)" in scaling.message
+    assert "install KEDA" in scaling.message and "4 replica(s)" in scaling.message
+    below = model({"minReplicas": 2, "maxReplicas": 4}, replicas=1)
+    assert kinds(plan(below, observed(False), CONFIG).children)["Deployment"]["spec"]["replicas"] == 2
     ready = new.condition(ConditionType.READY)
     assert ready is not None and ready.reason != "KedaNotInstalled", "not a failure of serving"
     assert _next_look(new) == SCALER_POLL, "KEDA installed later is noticed"
@@ -168,6 +170,9 @@ class FakeKube:
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         self.applied.append((field_manager, manifest))
 
+    async def apply_fields(self, kind: str, namespace: str, name: str, fields: Obj, manager: str) -> None:
+        self.applied.append((manager, fields))
+
     async def patch(self, *args: object) -> None:
         pass
 
@@ -225,5 +230,5 @@ def test_without_keda_the_operator_keeps_owning_replicas() -> None:
     run(kube)
     assert HANDOVER_MANAGER not in [m for m, _ in kube.applied]
     ours = next(c for m, c in kube.applied if c["kind"] == "Deployment")
-    assert ours["spec"]["replicas"] == 1
+    assert ours["spec"]["replicas"] == 1, "serving.replicas (default 1), within 1 and 4"
     assert "ScaledObject" not in [c["kind"] for _, c in kube.applied]

@@ -3,7 +3,7 @@
 Who owns replicas: while the ScaledObject exists, KEDA's HPA does. The operator's Deployment then carries no
 `replicas` (server-side apply leaves the field to its other owner), so it never fights the scaler and
 drift detection never sees the scaler's count. Without KEDA (its API not served) the operator keeps the
-Deployment at minReplicas and the model's Autoscaling condition says why.
+Deployment at serving.replicas within minReplicas and maxReplicas, and the Autoscaling condition says why.
 """
 
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ from moorage.api.model import OpenSourceModel
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels
 from moorage.plan.observed import Observed
-from moorage.plan.serving import served_model_name
+from moorage.plan.serving import replicas, served_model_name
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 SCALED_OBJECTS = "scaledobjects"
@@ -102,8 +102,8 @@ def verdict(model: OpenSourceModel, observed: Observed) -> Verdict | None:
             False,
             "KedaNotInstalled",
             f"spec.serving.autoscaling: KEDA's ScaledObject API ({KEDA_API_VERSION}) is not served by this "
-            f"cluster; install KEDA to scale on load. Until then the model keeps {scaling.min_count()} "
-            "replica(s) (minReplicas)",
+            f"cluster; install KEDA to scale on load. Until then the model keeps {replicas(model)} "
+            "replica(s) (serving.replicas, within minReplicas and maxReplicas)",
         )
     metric, per_replica = scaling.target.metric()
     between = f"{scaling.min_count()} to {scaling.max_replicas} replicas on {metric}"

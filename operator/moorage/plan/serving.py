@@ -206,9 +206,13 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
 
 
 def replicas(model: OpenSourceModel) -> int:
-    """What the operator sets: the spec's, or with autoscaling (and no scaler to own them) the floor."""
-    scaling = model.spec.serving.autoscaling
-    return model.spec.serving.replicas if scaling is None else scaling.min_count()
+    """What the operator sets: the spec's; with autoscaling but no scaler to own them, the spec's within
+    minReplicas and maxReplicas (turning autoscaling on never drops capacity while KEDA is missing)."""
+    serving = model.spec.serving
+    scaling = serving.autoscaling
+    if scaling is None:
+        return serving.replicas
+    return min(max(serving.replicas, scaling.min_count()), scaling.max_replicas)
 
 
 def deployment(

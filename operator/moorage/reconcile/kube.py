@@ -85,6 +85,21 @@ class Kube:
         """Server-side apply: we own the fields we set, and only those."""
         await self.client.apply(codecs.from_dict(manifest), field_manager=field_manager, force=True)
 
+    async def apply_fields(
+        self, kind: str, namespace: str, name: str, fields: Obj, field_manager: str
+    ) -> None:
+        """Server-side apply of a few fields of an existing object (sent as they are: a partial object would
+        not pass lightkube's own check of the whole kind)."""
+        await self.client.patch(
+            KINDS[kind],
+            name,
+            fields,
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=field_manager,
+            force=True,
+        )
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
             await self.client.delete(KINDS[kind], name, namespace=namespace, cascade=CascadeType.BACKGROUND)

@@ -22,7 +22,7 @@ from moorage.plan.observed import (
     start_problem,
 )
 from moorage.reconcile.checks import serving_problem
-from moorage.reconcile.kube import Kube, Obj
+from moorage.reconcile.kube import FIELD_MANAGER, Kube, Obj
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.reconcile")
@@ -138,6 +138,14 @@ async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
         )
 
 
+def applied_replicas(deployment: Obj) -> bool:
+    """Does our own server-side apply own the Deployment's replicas (not an autoscaler)?"""
+    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            return "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+    return False
+
+
 def termination_report(pods: list[Obj], container: str) -> Report | None:
     """The newest termination message our program left in one of the Job's pods."""
     newest: tuple[str, Report] | None = None
@@ -218,12 +226,16 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
             blocked = start_problem(await kube.select("Pod", namespace, selector(model)))
 
     autoscaler = None
-    if model.spec.serving.autoscaling is not None:
+    wanted = model.spec.serving.autoscaling is not None
+    if wanted:
         autoscaler = AutoscalerState(installed=False)
-        if await kube.served(autoscaling.KEDA_API_VERSION, autoscaling.SCALED_OBJECTS):
-            scaled = await kube.get("ScaledObject", namespace, name)
-            if scaled:
-                live["ScaledObject", name] = scaled
+    # Autoscaling just turned off (our apply left the replicas to a scaler): its ScaledObject must go.
+    left = deployment is not None and not applied_replicas(deployment)
+    if (wanted or left) and await kube.served(autoscaling.KEDA_API_VERSION, autoscaling.SCALED_OBJECTS):
+        scaled = await kube.get("ScaledObject", namespace, name)
+        if scaled:
+            live["ScaledObject", name] = scaled
+        if wanted:
             autoscaler = AutoscalerState.from_scaled_object(scaled)
 
     observed = Observed(

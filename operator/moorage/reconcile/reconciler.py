@@ -23,9 +23,9 @@ from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
 from moorage.plan.observed import Problem
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
-from moorage.reconcile.kube import FIELD_MANAGER, Kube, Obj, namespace_terminating
+from moorage.reconcile.kube import Kube, Obj, namespace_terminating
 from moorage.reconcile.metrics import Metrics
-from moorage.reconcile.observe import World, observe
+from moorage.reconcile.observe import World, applied_replicas, observe
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.reconcile")
@@ -151,7 +151,7 @@ class Reconciler:
         """An autoscaler takes the Deployment's replicas over: before our apply leaves them out, another
         field manager of ours co-owns the current count, or the API server would reset it to 1 (a field
         dropped by its only owner is removed). The scaler's first change of the count takes it over."""
-        if not _applied_replicas(live):
+        if not applied_replicas(live):
             return
         metadata = manifest["metadata"]
         handover = {
@@ -160,7 +160,9 @@ class Reconciler:
             "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
             "spec": {"replicas": (live.get("spec") or {}).get("replicas", 1)},
         }
-        await self.kube.apply(handover, HANDOVER_MANAGER)
+        await self.kube.apply_fields(
+            "Deployment", metadata["namespace"], metadata["name"], handover, HANDOVER_MANAGER
+        )
 
     async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
         """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
@@ -239,7 +241,7 @@ class Reconciler:
 
 IN_FLIGHT_POLL = 30.0
 """Seconds between looks while work is under way: pull progress, a Secret or the hub coming back."""
-SCALER_POLL = 60.0
+SCALER_POLL = 30.0
 """Seconds between looks at a model whose autoscaler is missing or not ready."""
 STALLED_POLL = 300.0
 """A stalled model is looked at now and then too: access to a gated repo can be granted on the hub."""
@@ -273,14 +275,6 @@ def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
         SPEC_HASH
     ]
     return same and _owned_by(live, uid)
-
-
-def _applied_replicas(deployment: Obj) -> bool:
-    """Does our own server-side apply own the Deployment's replicas?"""
-    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-    return False
 
 
 def _succeeded(job: Obj) -> bool:
