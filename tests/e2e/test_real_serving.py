@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -187,6 +188,40 @@ def test_base_and_adapter_answer_through_the_service(product: Product) -> None:
         assert {MODEL, ADAPTER} <= {m["id"] for m in models["data"]}
         answer = _chat(f"http://127.0.0.1:{port}", ADAPTER)
         assert answer["model"] == ADAPTER
+
+
+def _scrape(product: Product, namespace: str, service: str, port: int) -> dict[str, list[tuple[Obj, float]]]:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    with product.cluster.port_forward(namespace, f"svc/{service}", port) as local:
+        text = _get(f"http://127.0.0.1:{local}/metrics")
+    samples: dict[str, list[tuple[Obj, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def test_metrics_of_the_operator_and_of_vllm(product: Product) -> None:
+    """The chart's metrics Service serves what the operator read of the real pull and training; the real
+    vLLM serves every metric the dashboard and the autoscaler ask for."""
+    ours = _scrape(product, SYSTEM, "moorage-metrics", 8081)
+    model = {"namespace": NAMESPACE, "model": MODEL}
+    assert [v for labels, v in ours["moorage_pulls_total"] if labels["result"] == "success"] == [1.0]
+    assert ours["moorage_pull_bytes_total"][0][1] > 0
+    assert ours["moorage_pull_rate_bytes_per_second_count"][0][1] == 1
+    [loss] = [v for labels, v in ours["moorage_finetune_final_loss"] if labels == model]
+    assert loss == product.get("osm", MODEL)["status"]["fineTune"]["finalLoss"]
+    assert [v for labels, v in ours["moorage_model_ready_replicas"] if labels == model] == [1.0]
+    product.timings["pull_bytes"] = ours["moorage_pull_bytes_total"][0][1]
+
+    vllm = _scrape(product, NAMESPACE, MODEL, 8000)
+    dashboard = json.loads((REPO / "charts" / "moorage" / "dashboards" / "moorage-model.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    wanted = {name for name in re.findall(r"vllm:[a-z_:]+", exprs)}
+    assert wanted and wanted <= set(vllm), sorted(wanted - set(vllm))
+    # The autoscaler's query selects vLLM's series by the served model name.
+    assert any(labels.get("model_name") == MODEL for labels, _ in vllm["vllm:num_requests_waiting"])
 
 
 def test_a_spec_change_rolls_out_under_traffic_without_failed_requests(product: Product) -> None:
