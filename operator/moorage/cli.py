@@ -53,6 +53,12 @@ class UsageError(Exception):
     """A mistake in what the user gave us: one line on stderr, exit 2, no traceback."""
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-image", default=DEFAULT_VLLM_IMAGE, help="default image of the vLLM pods")
     parser.add_argument(
@@ -67,6 +73,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prometheus-address",
         default=DEFAULT_PROMETHEUS_ADDRESS,
+        type=_http_url,
         help="Prometheus URL that KEDA asks for vLLM's metrics, for models with spec.serving.autoscaling",
     )
 

@@ -1,5 +1,6 @@
 """The command line as users and Jobs call it: exit codes and one-line errors."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,57 @@ def test_run_without_a_cluster_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("moorage: no cluster to talk to") and "Traceback" not in result.stderr
 
 
+def test_run_with_a_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "moorage.cli",
+                "run",
+                "--metrics-port",
+                str(port),
+                "--metrics-address",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+            env={
+                "HOME": str(tmp_path),
+                "PATH": "/usr/bin:/bin",
+                "KUBECONFIG": str(kubeconfig),
+                "PYTHONPATH": str(ROOT / "operator"),
+            },
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"moorage: --metrics-port: cannot serve metrics on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
+
+
+def test_prometheus_address_must_be_a_url() -> None:
+    result = moorage(
+        "render", "-f", "examples/qwen-autoscaled.yaml", "--prometheus-address", "prometheus:9090"
+    )
+    assert result.returncode == 2 and "is not an http:// or https:// URL" in result.stderr
+    result = moorage(
+        "render", "-f", "examples/qwen-autoscaled.yaml", "--prometheus-address", "http://p.m:9090"
+    )
+    assert result.returncode == 0 and "serverAddress: http://p.m:9090" in result.stdout
+
+
 MODEL_YAML = "apiVersion: moorage.dev/v1alpha1\nkind: OpenSourceModel\nmetadata: {name: m}\nspec:\n"
 
 
@@ -148,6 +200,10 @@ MODEL_YAML = "apiVersion: moorage.dev/v1alpha1\nkind: OpenSourceModel\nmetadata:
         (
             "  source: {uri: hf://a/b}\n  serving: {replicas: '2'}",
             "spec.serving.replicas: must be an integer",
+        ),
+        (
+            "  source: {uri: hf://a/b}\n  serving: {autoscaling: {minReplicas: 5, maxReplicas: 2}}",
+            "spec.serving.autoscaling.minReplicas: minReplicas must not exceed maxReplicas",
         ),
     ],
 )

@@ -127,7 +127,7 @@ def _ready(
             f"{deployment.updated_replicas} of {model.spec.serving.replicas} "
             f"replica(s) updated, {deployment.ready_replicas} ready",
         )
-    if model.spec.serving.replicas == 0:
+    if model.spec.serving.replicas == 0 and model.spec.serving.autoscaling is None:
         return Verdict(True, "ScaledToZero", "no replica is asked for")
     return Verdict(
         True,
