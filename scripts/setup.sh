@@ -4,6 +4,7 @@
 #   Python venv with the package, dev tools and the fine-tune stack   (.venv → a cached venv)
 #   the local Kubernetes control plane, built from Go modules         (tests/cluster/build.sh)
 #   helm, built from its Go module                                    (scripts/install-helm.sh)
+#   KEDA's Go module, for its CRD (downloaded only)                   (tests/e2e/conftest.py: keda_crd)
 #   a venv with the pinned vLLM, whose own parser checks our flags    (tests/contract/setup_vllm.sh)
 #   as root on Linux: the real node (containerd, CoreDNS)               (tests/cluster/build-node.sh)
 #                     and our images, built with buildah               (images/build.sh → .work/images.txt)
@@ -49,6 +50,9 @@ fi
 
 step "helm"
 scripts/install-helm.sh >/dev/null
+
+step "KEDA's ScaledObject CRD, from its Go module (the autoscaling e2e tests install it; nothing is built)"
+(cd "$(mktemp -d)" && go mod download github.com/kedacore/keda/v2@v2.21.0)
 
 step "vLLM for the flag contract test: waiting for the background install"
 if ! wait "$vllm_install"; then

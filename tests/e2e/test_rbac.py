@@ -96,7 +96,8 @@ def model(name: str) -> dict[str, Any]:
         "apiVersion": "moorage.dev/v1alpha1",
         "kind": "OpenSourceModel",
         "metadata": {"name": name},
-        "spec": {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replicas": 1}},
+        # Autoscaled, so that the operator also makes a KEDA ScaledObject (the keda_crd fixture's CRD).
+        "spec": {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"autoscaling": {"maxReplicas": 2}}},
     }
 
 
@@ -115,6 +116,7 @@ def test_operator_runs_on_the_chart_rbac_alone(
     tmp_path: Path,
     scope: str,
     request: pytest.FixtureRequest,
+    keda_crd: str,
 ) -> None:
     install_crd(cluster)
     if cluster.kubectl("get", "namespace", SYSTEM_NAMESPACE).returncode != 0:
@@ -156,6 +158,11 @@ def test_operator_runs_on_the_chart_rbac_alone(
             print(f"---- operator log ({scope}) ----\n{operator.log()[-6000:]}")
             raise
         assert operator.process.poll() is None, "the operator exited"
+        wait_for(
+            lambda: cluster.get_json("scaledobject", "tiny", "-n", namespace),
+            timeout=READY_TIMEOUT,
+            what="tiny's ScaledObject",
+        )
     finally:
         operator.stop()
 
@@ -171,6 +178,8 @@ def test_operator_runs_on_the_chart_rbac_alone(
         ("create", "jobs.batch"),
         ("delete", "persistentvolumeclaims"),
         ("create", "events"),
+        ("patch", "scaledobjects.keda.sh"),
+        ("delete", "scaledobjects.keda.sh"),
     ]:
         assert can_i(cluster, user, verb, resource, namespace), f"cannot {verb} {resource}"
 
