@@ -184,7 +184,7 @@ def _ready(
         return Verdict(
             False,
             "RollingOut",
-            f"{deployment.updated_replicas} of {model.spec.serving.replicas} "
+            f"{deployment.updated_replicas} of {deployment.desired_replicas} "
             f"replica(s) updated, {deployment.ready_replicas} ready",
         )
     if model.spec.serving.replicas == 0 and model.spec.serving.autoscaling is None:
