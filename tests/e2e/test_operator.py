@@ -928,3 +928,18 @@ def test_autoscaled_model_leaves_replicas_to_the_scaler_with_no_drift(
         what="the spec's 2 replicas back",
     )
     assert condition(cluster, namespace, "elastic", "Autoscaling") is None
+
+
+def test_a_new_autoscaled_model_starts_at_min_replicas(
+    cluster: Cluster, operator: Running, namespace: str, keda_crd: str
+) -> None:
+    scaling = {"minReplicas": 2, "maxReplicas": 3}
+    cluster.apply(model("born-scaled", serving={"autoscaling": scaling}), namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "scaledobject", "born-scaled"),
+        timeout=2 * TIMEOUT,
+        what="ScaledObject",
+    )
+    wait_condition(cluster, namespace, "born-scaled", "Ready")
+    assert get(cluster, namespace, "deployment", "born-scaled")["spec"]["replicas"] == 2
+    assert _replica_owners(cluster, namespace, "born-scaled") == {HANDOVER}

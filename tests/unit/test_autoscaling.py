@@ -159,7 +159,8 @@ class FakeKube:
         self.applied: list[tuple[str, Obj]] = []
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
-        return {"OpenSourceModel": self.model, "Deployment": self.deployment}.get(kind)
+        done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}  # every Job succeeded
+        return {"OpenSourceModel": self.model, "Deployment": self.deployment, "Job": done}.get(kind)
 
     async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
         return []
@@ -232,3 +233,11 @@ def test_without_keda_the_operator_keeps_owning_replicas() -> None:
     ours = next(c for m, c in kube.applied if c["kind"] == "Deployment")
     assert ours["spec"]["replicas"] == 1, "serving.replicas (default 1), within 1 and 4"
     assert "ScaledObject" not in [c["kind"] for _, c in kube.applied]
+
+
+def test_a_new_autoscaled_deployment_starts_at_what_the_scaler_would_keep() -> None:
+    kube = FakeKube(keda=True, deployment=None)
+    kube.model["spec"]["serving"]["autoscaling"] = {"minReplicas": 3, "maxReplicas": 4}
+    run(kube)
+    order = [(m, c["kind"], c["spec"].get("replicas")) for m, c in kube.applied if c["kind"] == "Deployment"]
+    assert order == [("moorage", "Deployment", None), (HANDOVER_MANAGER, "Deployment", 3)]

@@ -15,7 +15,7 @@ from moorage.api.errors import describe
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import AdapterStatus, ConditionType, OpenSourceModelStatus
-from moorage.plan import adapters, weights
+from moorage.plan import adapters, serving, weights
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
@@ -154,9 +154,23 @@ class Reconciler:
         # A volume shared by several models is co-owned: each model applies its own owner reference
         # under a field manager of its own, so no model's apply removes another's.
         shared = kind == "PersistentVolumeClaim"
-        if live is not None and kind == "Deployment" and "replicas" not in manifest["spec"]:
+        scaled = kind == "Deployment" and "replicas" not in manifest["spec"]
+        if live is not None and scaled:
             await self._hand_over_replicas(live, manifest)
         await self.kube.apply(manifest, f"moorage-{uid}" if shared else "moorage")
+        if live is None and scaled and (start := serving.replicas(model)) != 1:
+            # Created without replicas, the Deployment would start at the API server's default of 1 until
+            # the scaler's first look: it starts where the scaler would put it, in the scaler's hands.
+            metadata = manifest["metadata"]
+            first = {
+                "apiVersion": "apps/v1",
+                "kind": kind,
+                "metadata": _name(metadata),
+                "spec": {"replicas": start},
+            }
+            await self.kube.apply_fields(
+                kind, metadata["namespace"], metadata["name"], first, HANDOVER_MANAGER
+            )
         if fields:
             log.info(
                 "%s/%s: restored %s %s (changed outside moorage: %s)",
@@ -184,7 +198,7 @@ class Reconciler:
         handover = {
             "apiVersion": manifest["apiVersion"],
             "kind": "Deployment",
-            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+            "metadata": _name(metadata),
             "spec": {"replicas": (live.get("spec") or {}).get("replicas", 1)},
         }
         await self.kube.apply_fields(
@@ -304,6 +318,10 @@ def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
         SPEC_HASH
     ]
     return same and _owned_by(live, uid)
+
+
+def _name(metadata: Obj) -> Obj:
+    return {"name": metadata["name"], "namespace": metadata["namespace"]}
 
 
 def _succeeded(job: Obj) -> bool:
