@@ -308,6 +308,11 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
     except SourceProblemError as error:
         problem = error.problem
 
+    if resolve.needs_job(model):
+        job_name = resolve.job_name(model)
+        if (job := await kube.get("Job", namespace, job_name)) is not None:
+            live["Job", job_name] = job  # a Job that exists is never applied again
+
     pull = tuned = adapters_job = None
     if resolved is not None:
         claim_name = weights.claim_name(model, resolved)
