@@ -63,7 +63,7 @@ def failure(model: OpenSourceModel, observed: Observed, wanted: str) -> Problem 
     ):
         return Problem(
             "ProgressDeadlineExceeded",
-            f"no replica became ready within {model.spec.serving.rollout.deadline()}s "
+            f"the rollout made no progress for {model.spec.serving.rollout.deadline()}s "
             f"(spec.serving.rollout.progressDeadlineSeconds): {deployment.progress_deadline_exceeded}",
         )
     return None
@@ -80,15 +80,15 @@ def decide(model: OpenSourceModel, observed: Observed, wanted: Manifest) -> tupl
     template = observed.templates.get(last_ready.template_hash)
     if template is None:
         return wanted, None  # its ReplicaSet is gone: nothing faithful to restore
-    failed = status.failed_revision
-    new = failed is None or failed.template_hash != hash_
-    if new:
+    remembered = status.failed_revision
+    if remembered is not None and remembered.template_hash == hash_:
+        failed, new = remembered.model_copy(update={"since": None, "state": None}), False
+    else:
         problem = failure(model, observed, hash_)
         if problem is None:
             return wanted, None
         failed = revision_of(wanted).model_copy(update={"reason": problem.reason, "message": problem.message})
-    assert failed is not None
-    failed = failed.model_copy(update={"since": None, "state": None})
+        new = True
     return restore(wanted, template), Rollback(failed, last_ready, new)
 
 
