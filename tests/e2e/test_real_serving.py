@@ -42,6 +42,7 @@ SYSTEM = "moorage-system"
 MODEL = "tiny"
 ADAPTER = "tiny-support"
 HUB_ADAPTERS = dict(zip(("tiny-hub-a", "tiny-hub-b"), TINY_LORAS, strict=True))
+FIRST_HUB_ADAPTER = "tiny-hub-a"
 """LoRA adapters on the local hub, by the name each is served under (spec.adapters)."""
 CHAT_SCRIPT = """
 import json, sys, urllib.request as u
@@ -78,7 +79,7 @@ class Product:
         obj = self.get("osm", MODEL) or {}
         return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
-    def apply_model(self, adapters: tuple[str, ...] = (HUB_ADAPTERS[0],), **serving: Any) -> None:
+    def apply_model(self, adapters: tuple[str, ...] = (FIRST_HUB_ADAPTER,), **serving: Any) -> None:
         self.cluster.apply(model_manifest(self.hub, adapters, **serving), namespace=NAMESPACE)
 
     def adapter_state(self, name: str) -> str | None:
