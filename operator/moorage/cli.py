@@ -27,7 +27,7 @@ from moorage.plan.config import (
     DEFAULT_VLLM_IMAGE,
     PlanConfig,
 )
-from moorage.plan.observed import JobState, Observed
+from moorage.plan.observed import EVERYWHERE, JobState, Observed
 from moorage.reconcile.checks import serving_problem
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -147,7 +147,9 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
         if problem is not None:
             raise UsageError(f"{model.metadata.name}: {problem.reason}: {problem.message}")
         done = JobState(succeeded=True)
-        observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done)
+        observed = Observed(
+            resolved=resolved, dataset=dataset, pull=done, finetune=done, gateway_apis=EVERYWHERE
+        )
         manifests += plan(model, observed, config).children
     return manifests
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from moorage.api.base import ApiModel, Rule
 from moorage.api.finetune import IN_CLUSTER, FineTune
+from moorage.api.gateway import Gateway
 from moorage.api.layout import content_hash
 from moorage.api.scheduling import Scheduling
 
@@ -236,6 +237,9 @@ class OpenSourceModelSpec(ApiModel):
     cache: Cache = Cache()
     fine_tune: FineTune | None = None
     """Train a LoRA adapter first, then serve base + adapter."""
+    gateway: Gateway | None = None
+    """Plug the model into an inference gateway: an InferencePool (and optionally an HTTPRoute) where the
+    Gateway API Inference Extension is installed. See docs/gateway.md."""
 
     @classmethod
     def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":

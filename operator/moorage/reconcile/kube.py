@@ -14,10 +14,15 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
+from moorage.plan.gateway import GATEWAY_KINDS
 
 FIELD_MANAGER = "moorage"
 OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 KINDS: dict[str, Any] = {
+    **{
+        api.kind: create_namespaced_resource(api.group, api.version, api.kind, api.plural)
+        for api in GATEWAY_KINDS
+    },
     "Deployment": Deployment,
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
@@ -57,6 +62,18 @@ class Kube:
         """Objects whose labels match; a None value matches any value of that label."""
         selector = {k: operators.exists() if v is None else v for k, v in labels.items()}
         return [_plain(o) async for o in self.client.list(KINDS[kind], namespace=namespace, labels=selector)]
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        """Whether the API server serves `kind` (its CRD is installed): a list of at most one object in a
+        namespace the operator serves, which it may list anyway to watch its children. 404: not served."""
+        try:
+            async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
+                break
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            raise
+        return True
 
     async def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
         """Server-side apply: we own the fields we set, and only those."""
