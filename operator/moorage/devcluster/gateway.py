@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from moorage.devcluster.build import find_cluster_dir, gateway_api_crds
-from moorage.devcluster.cluster import Cluster
+from moorage.devcluster.cluster import Cluster, KubectlError
 
 INFERENCE_POOL_CRD = find_cluster_dir().parent / "crds" / "inferencepools.inference.networking.k8s.io.yaml"
 """tests/crds: our stand-in for the Inference Extension's v1 CRD, faithful to its published schema. The
@@ -30,13 +30,16 @@ class GatewayCrds:
     def install(self, *, pool: bool = True, route: bool = True) -> None:
         files = self._files(pool, route)
         for path in files:
-            self.cluster.kubectl("apply", "--server-side", "-f", str(path), check=True)
+            self._kubectl("apply", "--server-side", "-f", str(path))
         for path in files:
             name = yaml.safe_load(path.read_text())["metadata"]["name"]
-            self.cluster.kubectl(
-                "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", check=True
-            )
+            self._kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
     def remove(self, *, pool: bool = True, route: bool = True) -> None:
         for path in self._files(pool, route):
-            self.cluster.kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(path), check=True)
+            self._kubectl("delete", "--ignore-not-found", "--wait=true", "-f", str(path))
+
+    def _kubectl(self, *args: str) -> None:
+        result = self.cluster.kubectl(*args)
+        if result.returncode != 0:
+            raise KubectlError(result)

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, codecs, operators
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
@@ -71,6 +72,11 @@ class Kube:
                 break
         except ApiError as error:
             if error.status.code == 404:
+                return False
+            raise
+        except httpx2.HTTPStatusError as error:
+            # An unknown resource's 404 is a plain-text page, not a Status: lightkube leaves it to httpx2.
+            if error.response.status_code == 404:
                 return False
             raise
         return True
