@@ -85,6 +85,6 @@ class Gateway(ApiModel):
     elsewhere the GatewayReady condition says which CRD is missing, and serving is unaffected."""
 
     endpoint_picker: EndpointPicker | None = None
-    """The pool's endpointPickerRef. Required by InferencePool CRDs of the Inference Extension before
-    v1.6, which refuse a pool without one."""
+    """The pool's endpointPickerRef. Most gateways need one; InferencePool CRDs of the Inference
+    Extension before v1.6 refuse a pool without it."""
     route: Route | None = None
