@@ -33,6 +33,7 @@ from moorage.reconcile.checks import serving_problem
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
 PROGRAMS = {
     "pull": "pull a snapshot into a directory (the weights Job's program)",
+    "resolve": "pin a source with the hub token of a Secret (the resolve Job's program)",
     "finetune": "train a LoRA adapter (the fine-tune Job's program)",
 }
 
@@ -211,9 +212,11 @@ def operator_identity() -> str:
 
 
 def _run_program(name: str, argv: list[str]) -> int:
-    """`moorage pull` and `moorage finetune`: the programs our Jobs run; each parses its own arguments."""
+    """`moorage pull`, `resolve` and `finetune`: the programs our Jobs run; each parses its own arguments."""
     if name == "pull":
         from moorage.jobs.pull import main as program  # noqa: PLC0415 - load only the program asked for
+    elif name == "resolve":
+        from moorage.jobs.resolve import main as program  # noqa: PLC0415
     else:
         from moorage.jobs.finetune import main as program  # noqa: PLC0415
     return program(argv)

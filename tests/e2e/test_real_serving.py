@@ -24,7 +24,14 @@ from typing import Any
 import pytest
 
 from moorage.devcluster import Cluster, wait_for
-from moorage.devcluster.fakehub import TINY_DATASET, TINY_SERVABLE, FakeHub, default_hub
+from moorage.devcluster.fakehub import (
+    DEMO_TOKEN,
+    TINY_DATASET,
+    TINY_GATED,
+    TINY_SERVABLE,
+    FakeHub,
+    default_hub,
+)
 from moorage.devcluster.images import parse_build_listing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,6 +224,64 @@ def test_a_broken_revision_crash_loops_and_the_model_says_so(product: Product) -
     ready = wait_for(reported, timeout=300, interval=2, what="the model to report the crash loop")
     assert "no-such-vllm-flag" in ready["message"] or "exited with code" in ready["message"], ready
     assert product.condition("Available").get("status") == "True", "the old replica keeps serving"
+
+
+def test_a_gated_model_resolves_and_pulls_with_its_token_in_jobs(product: Product) -> None:
+    """The operator cannot read Secrets: the resolve and pull Jobs get the token through the kubelet. It
+    serves on the kwok GPU node beside the real one (no vLLM needed to prove the hub part)."""
+    name, job_env = "gated", "HF_TOKEN"
+    gated = {
+        "apiVersion": "moorage.dev/v1alpha1",
+        "kind": "OpenSourceModel",
+        "metadata": {"name": name},
+        "spec": {"source": {"uri": f"hf://{TINY_GATED}", "tokenSecretRef": {"name": "hf"}}},
+    }
+
+    def condition(type_: str) -> Obj:
+        obj = product.get("osm", name) or {}
+        return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+    def reason(type_: str, wanted: str) -> Obj | None:
+        found = condition(type_)
+        return found if found.get("reason") == wanted and found.get("status") in {"True", "False"} else None
+
+    product.cluster.apply(gated, namespace=NAMESPACE)
+    missing = wait_for(
+        lambda: reason("Ready", "TokenSecretNotFound"), timeout=120, what="TokenSecretNotFound"
+    )
+    assert (
+        missing["message"] == f"spec.source.tokenSecretRef: Secret 'hf' not found in namespace {NAMESPACE!r}"
+    )
+
+    def secret(token: str) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf"},
+            "stringData": {"token": token},
+        }
+
+    product.cluster.apply(secret("hf_not_granted"), namespace=NAMESPACE)
+    denied = wait_for(lambda: reason("Stalled", "AccessDenied"), timeout=120, what="AccessDenied")
+    assert "kubectl delete job" in denied["message"], denied
+    # Access granted: the documented way to resolve again.
+    product.cluster.apply(secret(DEMO_TOKEN), namespace=NAMESPACE)
+    (job,) = [
+        j["metadata"]["name"]
+        for j in product.get("jobs", "-l", f"moorage.dev/model={name}")["items"]
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] == "resolve"
+    ]
+    product.cluster.kubectl("delete", "job", job, "-n", NAMESPACE, check=True)
+    wait_for(lambda: condition("Ready").get("status") == "True", timeout=300, interval=2,
+             what=f"{name} Ready (now: {condition('Ready')})")  # fmt: skip
+    status = product.get("osm", name)["status"]
+    assert len(status["resolvedRevision"]) == 40 and status["weights"]["bytes"] > 0
+    everything = product.cluster.kubectl(
+        "get", "osm,deploy,jobs,events,pods", "-n", NAMESPACE, "-o", "yaml", check=True
+    ).stdout
+    assert DEMO_TOKEN not in everything and job_env in everything
+    assert DEMO_TOKEN not in _operator_log(product.cluster)
+    product.cluster.kubectl("delete", "osm", name, "-n", NAMESPACE, "--wait=true", check=True, timeout=120)
 
 
 def test_delete_removes_every_child(product: Product) -> None:

@@ -53,8 +53,9 @@ class Source(ApiModel):
     """Branch, tag or commit sha. A branch is resolved to a commit once; status.resolvedRevision pins it,
     and the weights change only when the branch moves and the operator resolves it again."""
     token_secret_ref: SecretKeyRef | None = None
-    """The hub token for gated or private models. It reaches the pull Job through an environment
-    variable from the Secret and is never written to status, events, logs or pod arguments."""
+    """The hub token for gated or private models. The operator never reads it: it reaches the model's
+    resolve and pull Jobs through an environment variable from the Secret, and is never written to status,
+    events, logs or pod arguments."""
     include: Annotated[
         list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=64)
     ] = None

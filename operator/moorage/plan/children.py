@@ -7,7 +7,7 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import finetune, gateway, serving, weights
+from moorage.plan import finetune, gateway, resolve, serving, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
@@ -52,6 +52,8 @@ def _ready(model: OpenSourceModel, observed: Observed) -> bool:
 
 def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan:
     children: list[Manifest] = [serving.service(model)]
+    if resolve.needs_job(model):
+        children.append(resolve.resolve_job(model, config))
     desired = desired_target(model, observed)
     resolved = observed.resolved
     if resolved is not None and observed.problem is None:

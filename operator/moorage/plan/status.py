@@ -38,7 +38,7 @@ def _weights(observed: Observed) -> Verdict:
     )
     pull = observed.pull
     if pull is not None and pull.succeeded:
-        if resolved.pinned:
+        if resolved.hub_down:
             return Verdict(True, "Pulled", f"{what} verified on the cache volume; {HUB_DOWN}")
         return Verdict(True, "Pulled", f"{what} verified on the cache volume")
     if pull is not None and pull.blocked:
