@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import yaml
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import Status
 from pydantic import ValidationError
 
 from moorage.api.errors import describe
@@ -21,6 +24,7 @@ from moorage.plan.drift import drifted
 from moorage.plan.observed import EVERYWHERE, GatewayApis, JobState, Observed
 from moorage.plan.status import status
 from moorage.reconcile.discovery import Discovery
+from moorage.reconcile.kube import Kube
 
 Obj = dict[str, Any]
 POOL_CRD = Path(__file__).parents[1] / "crds" / "inferencepools.inference.networking.k8s.io.yaml"
@@ -325,3 +329,48 @@ def test_discovery_is_remembered_until_it_expires_or_is_forgotten() -> None:
     kube.kinds.add("HTTPRoute")
     discovery.forget()
     assert ask() == EVERYWHERE and kube.calls == 6
+
+
+class ListingClient:
+    """A lightkube client whose list answers with one error (or one object)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def list(self, *_: Any, **__: Any) -> Any:
+        error = self.error
+
+        async def items() -> Any:
+            if error is not None:
+                raise error
+            yield {}
+
+        return items()
+
+
+def _status_error(code: int) -> Exception:
+    request = httpx2.Request(
+        "GET", "https://k/apis/inference.networking.k8s.io/v1/namespaces/ml/inferencepools"
+    )
+    return httpx2.HTTPStatusError("404", request=request, response=httpx2.Response(code, request=request))
+
+
+@pytest.mark.parametrize(
+    ("error", "served"),
+    [
+        (None, True),
+        (ApiError(status=Status(code=404, message="not found")), False),
+        (_status_error(404), False),  # what the API server says of a kind it does not know: plain text
+        (ApiError(status=Status(code=403, message="forbidden")), False),  # RBAC without the gateway rules
+    ],
+    ids=["served", "404", "404-plain", "403"],
+)
+def test_served_is_a_list_that_may_find_nothing(error: Exception | None, served: bool) -> None:
+    kube = Kube(ListingClient(error))  # type: ignore[arg-type]
+    assert asyncio.run(kube.served("InferencePool", "ml")) is served
+
+
+def test_other_errors_of_the_list_are_raised() -> None:
+    kube = Kube(ListingClient(ApiError(status=Status(code=500, message="etcd"))))  # type: ignore[arg-type]
+    with pytest.raises(ApiError):
+        asyncio.run(kube.served("InferencePool", "ml"))
