@@ -16,6 +16,7 @@ from moorage.devcluster import ADMIN_USER, Cluster, wait_for
 from moorage.devcluster.fakehub import (
     TINY_DATASET,
     TINY_GATED,
+    TINY_LORAS,
     TINY_MODEL,
     TINY_REMOTE_CODE,
     FakeHub,
@@ -376,6 +377,38 @@ def test_gated_model_needs_its_token(cluster: Cluster, operator: Running, namesp
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in container[
         "env"
+    ]
+
+
+def test_adapters_are_pinned_pulled_and_added_without_a_rollout(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    """On kwok the adapters Job's pod only pretends; the real node runs it and vLLM (test_real_serving)."""
+    first, second = ({"name": f"lora-{i}", "uri": f"hf://{repo}"} for i, repo in enumerate(TINY_LORAS))
+    cluster.apply(model("multi", adapters=[first]), namespace=namespace)
+    wait_condition(cluster, namespace, "multi", "Ready")
+    served = get(cluster, namespace, "osm", "multi")["status"]["adapters"]
+    assert [(a["name"], a["state"], len(a["revision"])) for a in served] == [("lora-0", "Served", 40)]
+    deployment = get(cluster, namespace, "deploy", "multi")
+
+    cluster.apply(model("multi", adapters=[first, second]), namespace=namespace)
+
+    def both_served() -> list[Obj] | None:
+        listed = get(cluster, namespace, "osm", "multi")["status"].get("adapters") or []
+        return listed if [a["state"] for a in listed] == ["Served", "Served"] else None
+
+    wait_for(both_served, timeout=TIMEOUT, what="both adapters served")
+    wait_condition(cluster, namespace, "multi", "Ready")
+    after = get(cluster, namespace, "deploy", "multi")
+    assert after["metadata"]["generation"] == deployment["metadata"]["generation"], "the pods were rolled"
+    jobs = get(
+        cluster, namespace, "jobs", "-l", "moorage.dev/model=multi,app.kubernetes.io/component=adapters"
+    )
+    [job] = jobs["items"]  # the first list's Job went with it
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a.split("@")[0] for a in args if "=hf://" in a] == [
+        f"lora-0=hf://{TINY_LORAS[0]}",
+        f"lora-1=hf://{TINY_LORAS[1]}",
     ]
 
 

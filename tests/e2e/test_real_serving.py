@@ -28,6 +28,7 @@ from moorage.devcluster.fakehub import (
     DEMO_TOKEN,
     TINY_DATASET,
     TINY_GATED,
+    TINY_LORAS,
     TINY_SERVABLE,
     FakeHub,
     default_hub,
@@ -39,6 +40,8 @@ NAMESPACE = "serving"
 SYSTEM = "moorage-system"
 MODEL = "tiny"
 ADAPTER = "tiny-support"
+HUB_ADAPTERS = dict(zip(("tiny-hub-a", "tiny-hub-b"), TINY_LORAS, strict=True))
+"""LoRA adapters on the local hub, by the name each is served under (spec.adapters)."""
 CHAT_SCRIPT = """
 import json, sys, urllib.request as u
 body = {"model": sys.argv[2], "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
@@ -74,11 +77,15 @@ class Product:
         obj = self.get("osm", MODEL) or {}
         return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
-    def apply_model(self, **serving: Any) -> None:
-        self.cluster.apply(model_manifest(self.hub, **serving), namespace=NAMESPACE)
+    def apply_model(self, adapters: tuple[str, ...] = (HUB_ADAPTERS[0],), **serving: Any) -> None:
+        self.cluster.apply(model_manifest(self.hub, adapters, **serving), namespace=NAMESPACE)
+
+    def adapter_state(self, name: str) -> str | None:
+        listed = (self.get("osm", MODEL).get("status") or {}).get("adapters") or []
+        return next((a["state"] for a in listed if a["name"] == name), None)
 
 
-def model_manifest(hub: FakeHub, **serving: Any) -> Obj:
+def model_manifest(hub: FakeHub, adapters: tuple[str, ...], **serving: Any) -> Obj:
     vllm = {"maxModelLen": 128, "extraArgs": ["--enforce-eager", *serving.pop("extra", [])]}
     return {
         "apiVersion": "moorage.dev/v1alpha1",
@@ -94,6 +101,7 @@ def model_manifest(hub: FakeHub, **serving: Any) -> Obj:
                 "training": {"maxSteps": 4, "batchSize": 2, "maxSeqLength": 64},
                 "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi"},
             },
+            "adapters": [{"name": name, "uri": f"hf://{HUB_ADAPTERS[name]}"} for name in adapters],
         },
     }
 
@@ -194,6 +202,33 @@ def test_base_and_adapter_answer_through_the_service(product: Product) -> None:
         assert {MODEL, ADAPTER} <= {m["id"] for m in models["data"]}
         answer = _chat(f"http://127.0.0.1:{port}", ADAPTER)
         assert answer["model"] == ADAPTER
+
+
+def test_adapters_come_and_go_without_a_restart(product: Product) -> None:
+    """spec.adapters: one pulled from the hub answers beside the trained one; a second is added and answers,
+    the first removed stops answering, and no serving pod restarted or was replaced."""
+    first, second = HUB_ADAPTERS
+    base = _service_address(product)
+    before = _pod_lives(product)
+    assert product.adapter_state(first) == "Served"
+    assert _chat(base, first)["model"] == first
+
+    started = time.monotonic()
+    product.apply_model(adapters=(first, second))
+    wait_for(
+        lambda: product.adapter_state(second) == "Served", timeout=300, interval=1, what=f"{second} served"
+    )
+    assert _chat(base, second)["model"] == second
+    product.timings["adapter_added_to_first_answer_s"] = round(time.monotonic() - started, 1)
+
+    product.apply_model(adapters=(second,))
+    wait_for(lambda: product.adapter_state(first) is None, timeout=300, interval=1, what=f"{first} unloaded")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _chat(base, first)
+    assert refused.value.code == 404, refused.value.read()
+    assert _chat(base, second)["model"] == second
+    assert _chat(base, ADAPTER)["model"] == ADAPTER
+    assert _pod_lives(product) == before, "an adapter change restarted or replaced a serving pod"
 
 
 def test_a_spec_change_rolls_out_under_traffic_without_failed_requests(product: Product) -> None:
@@ -302,6 +337,14 @@ def _serving_pods(product: Product) -> list[Obj]:
     selector = f"moorage.dev/model={MODEL},app.kubernetes.io/component=serving"
     pods = product.get("pods", "-l", selector)["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _pod_lives(product: Product) -> dict[str, int]:
+    """Each serving pod's uid and its containers' restarts: equal before and after, nothing restarted."""
+    return {
+        p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+        for p in _serving_pods(product)
+    }
 
 
 def _rolled_out(product: Product, flag: str) -> bool:

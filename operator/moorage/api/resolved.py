@@ -97,3 +97,11 @@ class Counts:
 
     files: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """One entry of spec.adapters, pinned."""
+
+    name: str
+    source: ResolvedSource

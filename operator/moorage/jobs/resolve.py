@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from moorage.api.layout import ADAPTER_FILES
 from moorage.api.programs import ExitCode, Report
 from moorage.jobs.report import failure, finish, hub_token, log_to_stdout, since
 
@@ -27,6 +28,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--trust-remote-code", action="store_true", help="spec.source.trustRemoteCode")
     parser.add_argument("--dataset", default=None, help="hf://datasets/<org>/<name> of a fine-tune")
     parser.add_argument("--dataset-revision", default="main")
+    parser.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=URI@REV", help="an entry of spec.adapters"
+    )
     parser.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or huggingface.co)")
     return parser.parse_args(argv)
 
@@ -57,6 +61,13 @@ def resolve_sources(args: argparse.Namespace, token: str | None, started: float)
         dataset = resolve(args.dataset, args.dataset_revision, None, token, endpoint=endpoint)
         details["dataset"] = dataset.summary()
         message += f"; {args.dataset}@{args.dataset_revision} is {dataset.sha}"
+    found: dict[str, object] = {}
+    for entry in args.adapter:
+        name, _, pinned = entry.partition("=")
+        uri, _, revision = pinned.rpartition("@")
+        found[name] = resolve(uri, revision, ADAPTER_FILES, token, endpoint=endpoint).summary()
+    if found:
+        details["adapters"] = found
     details["seconds"] = since(started)
     return Report(True, "Resolved", message, details)
 

@@ -26,7 +26,8 @@ def job_name(model: OpenSourceModel) -> str:
     tune = model.spec.fine_tune
     dataset = (tune.dataset.uri, tune.dataset.revision) if tune and tune.dataset.from_hub else None
     ref = source.token_secret_ref.wire() if source.token_secret_ref else None
-    digest = content_hash(source.fingerprint(), dataset, ref, source.trust_remote_code, length=16)
+    listed = [a.wire() for a in model.spec.adapters or ()]
+    digest = content_hash(source.fingerprint(), dataset, ref, source.trust_remote_code, *listed, length=16)
     return truncate_name(model.metadata.name, f"resolve-{digest}")
 
 
@@ -40,6 +41,7 @@ def resolve_job(model: OpenSourceModel, config: PlanConfig) -> Manifest:
     tune = model.spec.fine_tune
     if tune and tune.dataset.from_hub:
         args += ["--dataset", tune.dataset.uri, "--dataset-revision", tune.dataset.revision]
+    args += [f"--adapter={a.name}={a.uri}@{a.revision}" for a in model.spec.adapters or ()]
     container = {
         "name": CONTAINER,
         "image": config.operator_image,

@@ -5,11 +5,11 @@ from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
-from moorage.api.resolved import Counts, ResolvedSource
+from moorage.api.resolved import Counts, ResolvedAdapter, ResolvedSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
-from moorage.plan import finetune, resolve, weights
+from moorage.plan import adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.gateway import HTTP_ROUTE, INFERENCE_POOL
 from moorage.plan.meta import SPEC_HASH, selector
@@ -48,17 +48,39 @@ class SourceProblemError(Exception):
         self.problem = problem
 
 
+Adapters = tuple[ResolvedAdapter, ...]
+
+
 async def _sources(
     kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig
-) -> tuple[ResolvedSource | None, ResolvedSource | None]:
-    """The source (and hub dataset) pinned to commits; None while a resolve Job is still at work."""
+) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
+    """The source (and hub dataset, and adapters) pinned to commits; None while a resolve Job is at work."""
     if resolve.needs_job(model):
-        resolved, dataset = await _resolved_in_job(kube, model)
+        resolved, dataset, adapters = await _resolved_in_job(kube, model)
     else:
         resolved, dataset = await _resolved_here(resolver, model)
+        adapters = await _adapters_here(resolver, model)
     if resolved is not None and (problem := serving_problem(model, resolved, config)) is not None:
         raise SourceProblemError(problem)
-    return resolved, dataset
+    return resolved, dataset, adapters
+
+
+async def _adapters_here(resolver: Resolver, model: OpenSourceModel) -> Adapters:
+    """spec.adapters pinned, anonymously. A hub outage keeps the commits status remembers."""
+    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
+    pinned: list[ResolvedAdapter] = []
+    for wanted in model.spec.adapters or ():
+        try:
+            source = await resolver(wanted.uri, wanted.revision, adapters.INCLUDE)
+        except HubError as error:
+            sha = remembered.get((wanted.name, wanted.uri))
+            if not error.retryable or sha is None:
+                message = f"spec.adapters {wanted.name!r}: {error.message}"
+                raise SourceProblemError(Problem(error.reason, message, error.retryable)) from error
+            repo_id, repo_type = parse_uri(wanted.uri)
+            source = ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, (), hub_down=True)
+        pinned.append(ResolvedAdapter(wanted.name, source))
+    return tuple(pinned)
 
 
 async def _resolved_here(
@@ -90,12 +112,12 @@ async def _resolved_here(
 
 async def _resolved_in_job(
     kube: Kube, model: OpenSourceModel
-) -> tuple[ResolvedSource | None, ResolvedSource | None]:
+) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
     """A source with a token: its resolve Job (which alone gets the token) reports what it found."""
     namespace, name = model.metadata.namespace, resolve.job_name(model)
     job, state = await _job(kube, namespace, name, resolve.CONTAINER)
     if job is None or state is None:
-        return None, None  # the plan creates the Job
+        return None, None, ()  # the plan creates the Job
     report = state.report
     if state.succeeded and report is not None and report.ok:
         try:
@@ -114,7 +136,7 @@ async def _resolved_in_job(
         # Its pod is gone (garbage-collected) with the report: status remembers the resolution.
         pinned = _from_status(model)
         if pinned is not None:
-            return pinned
+            return *pinned, _adapters_from_status(model)
         raise SourceProblemError(
             Problem(
                 "ResolveFailed",
@@ -123,26 +145,51 @@ async def _resolved_in_job(
         )
     if state.blocked is not None:
         raise SourceProblemError(_blocked(model, state.blocked))
-    return None, None
+    return None, None, ()
 
 
 def _from_report(
     model: OpenSourceModel, details: dict[str, object]
-) -> tuple[ResolvedSource, ResolvedSource | None]:
+) -> tuple[ResolvedSource, ResolvedSource | None, Adapters]:
+    """What the resolve Job found (ResolvedSource.summary of each); raises on a malformed report."""
+
+    def pinned(uri: str, revision: str, summary: object) -> ResolvedSource:
+        assert isinstance(summary, dict), "a mapping"
+        repo_id, repo_type = parse_uri(uri)
+        return ResolvedSource.from_summary(uri, repo_id, repo_type, revision, summary)
+
     source = model.spec.source
-    repo_id, repo_type = parse_uri(source.uri)
-    summary = details["source"]
-    assert isinstance(summary, dict), "a mapping"
-    resolved = ResolvedSource.from_summary(source.uri, repo_id, repo_type, source.revision, summary)
+    resolved = pinned(source.uri, source.revision, details["source"])
     tune = model.spec.fine_tune
-    if not (tune and tune.dataset.from_hub):
-        return resolved, None
-    about = details["dataset"]
-    assert isinstance(about, dict), "a mapping"
-    repo_id, repo_type = parse_uri(tune.dataset.uri)
-    return resolved, ResolvedSource.from_summary(
-        tune.dataset.uri, repo_id, repo_type, tune.dataset.revision, about
+    dataset = None
+    if tune and tune.dataset.from_hub:
+        dataset = pinned(tune.dataset.uri, tune.dataset.revision, details["dataset"])
+    found = details.get("adapters") or {}
+    assert isinstance(found, dict), "a mapping"
+    adapters = tuple(
+        ResolvedAdapter(a.name, pinned(a.uri, a.revision, found[a.name])) for a in model.spec.adapters or ()
     )
+    return resolved, dataset, adapters
+
+
+def _adapters_from_status(model: OpenSourceModel) -> Adapters:
+    """The commits status remembers for spec.adapters; raises when one is not known."""
+    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
+    pinned: list[ResolvedAdapter] = []
+    for wanted in model.spec.adapters or ():
+        sha = remembered.get((wanted.name, wanted.uri))
+        if sha is None:
+            problem = Problem(
+                "ResolveFailed", f"spec.adapters {wanted.name!r}: not resolved; delete the resolve Job"
+            )
+            raise SourceProblemError(problem)
+        repo_id, repo_type = parse_uri(wanted.uri)
+        pinned.append(
+            ResolvedAdapter(
+                wanted.name, ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, ())
+            )
+        )
+    return tuple(pinned)
 
 
 def _blocked(model: OpenSourceModel, blocked: Problem) -> Problem:
@@ -277,13 +324,14 @@ async def observe(
     namespace, name = model.metadata.namespace, model.metadata.name
     live: dict[tuple[str, str], Obj] = {}
     resolved = dataset = problem = None
+    pinned_adapters: Adapters = ()
     try:
-        resolved, dataset = await _sources(kube, resolver, model, config)
+        resolved, dataset, pinned_adapters = await _sources(kube, resolver, model, config)
         await _check_dataset_claim(kube, model)
     except SourceProblemError as error:
         problem = error.problem
 
-    pull = tuned = None
+    pull = tuned = adapters_job = None
     if resolved is not None:
         claim_name = weights.claim_name(model, resolved)
         claim = await kube.get("PersistentVolumeClaim", namespace, claim_name)
@@ -298,6 +346,11 @@ async def observe(
         if model.spec.fine_tune:
             job_name = finetune.job_name(model, resolved, dataset)
             job, tuned = await _job(kube, namespace, job_name, "finetune")
+            if job:
+                live["Job", job_name] = job
+        if adapters.enabled(model):
+            job_name = adapters.job_name(model, resolved, pinned_adapters)
+            job, adapters_job = await _job(kube, namespace, job_name, adapters.CONTAINER)
             if job:
                 live["Job", job_name] = job
 
@@ -321,6 +374,8 @@ async def observe(
         problem=problem,
         pull=pull,
         finetune=tuned,
+        adapters=pinned_adapters,
+        adapters_job=adapters_job,
         deployment=deployment_state,
         serving_blocked=blocked,
     )
