@@ -118,6 +118,7 @@ def test_the_report_pins_the_commit_and_sizes_the_volume() -> None:
     kube = Kube({"conditions": [{"type": "Complete", "status": "True"}]}, terminated(report))
     reconcile(kube)
     assert kube.status["resolvedRevision"] == SHA
+    assert JOB not in {j["metadata"]["name"] for j in kube.applied_named("Job")}, "an existing Job re-applied"
     claim = kube.applied_named("PersistentVolumeClaim")[0]
     assert (
         claim["spec"]["resources"]["requests"]["storage"] == "24Gi"

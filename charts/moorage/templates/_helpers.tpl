@@ -66,6 +66,10 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# A failed rollout is rolled back to the pod template the last Ready revision's ReplicaSet keeps.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]

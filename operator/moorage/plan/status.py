@@ -18,6 +18,8 @@ from moorage.plan import adapters, gateway, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
+from moorage.plan.revisions import proven, revision_of, revisions
+from moorage.plan.rollback import ROLLED_BACK
 from moorage.plan.serving import PORT, endpoint, served_model_name
 
 T = ConditionType
@@ -277,6 +279,10 @@ def status(
     served = _adapters(model, observed, weights)
     stall = _stall(model, observed, weights, tuned)
     ready = _ready(model, observed, plan, weights, tuned, served=served)
+    if plan.rollback is not None and observed.problem is None and failure is None:
+        # Serving, but not what the spec asks for, and no retry will change that: a person must.
+        stall = Problem(ROLLED_BACK, plan.rollback.message())
+        ready = Verdict(False, stall.reason, stall.message)
     if failure is not None:
         ready = Verdict(False, failure.reason, failure.message)
     verdicts: dict[ConditionType, Verdict | None] = {
@@ -294,6 +300,14 @@ def status(
     }
     resolved = observed.resolved
     deployment = observed.deployment
+    planned = next((c for c in plan.children if c["kind"] == "Deployment"), None)
+    records = revisions(
+        previous,
+        revision_of(planned) if planned is not None else None,
+        proven(deployment),
+        plan.rollback.failed if plan.rollback else None,
+        now,
+    )
     fine_tune = None
     if plan.desired and plan.desired.adapter and tuned is not None:
         details = observed.finetune.report.details if observed.finetune and observed.finetune.report else {}
@@ -329,6 +343,10 @@ def status(
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
         adapters=_adapter_statuses(model, observed, served, removing),
+        revision=records.current,
+        last_ready_revision=records.last_ready,
+        failed_revision=records.failed,
+        revision_history=records.history,
     )
 
 

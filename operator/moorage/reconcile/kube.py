@@ -9,7 +9,7 @@ import httpx2
 from lightkube import AsyncClient, codecs, operators
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -31,6 +31,7 @@ KINDS: dict[str, Any] = {
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "ReplicaSet": ReplicaSet,
     "Service": Service,
 }
 

@@ -19,8 +19,10 @@ from moorage.plan.observed import (
     JobState,
     Observed,
     Problem,
+    crash_loop,
     start_problem,
 )
+from moorage.plan.serving import TEMPLATE_HASH
 from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube, Obj
@@ -331,6 +333,11 @@ async def observe(
     except SourceProblemError as error:
         problem = error.problem
 
+    if resolve.needs_job(model):
+        job_name = resolve.job_name(model)
+        if (job := await kube.get("Job", namespace, job_name)) is not None:
+            live["Job", job_name] = job  # a Job that exists is never applied again
+
     pull = tuned = adapters_job = None
     if resolved is not None:
         claim_name = weights.claim_name(model, resolved)
@@ -354,7 +361,8 @@ async def observe(
             if job:
                 live["Job", job_name] = job
 
-    deployment_state = blocked = None
+    deployment_state = blocked = crashing = None
+    templates: dict[str, Obj] = {}
     for kind in ("Deployment", "Service", "PodDisruptionBudget"):
         obj = await kube.get(kind, namespace, name)
         if obj:
@@ -362,8 +370,20 @@ async def observe(
     deployment = live.get(("Deployment", name))
     if deployment:
         deployment_state = DeploymentState.from_deployment(deployment)
+        current = deployment_state.annotations.get(TEMPLATE_HASH)
         if not deployment_state.rolled_out:
-            blocked = start_problem(await kube.select("Pod", namespace, selector(model)))
+            pods = await kube.select("Pod", namespace, selector(model))
+            blocked = start_problem(pods)
+            crashing = crash_loop(pods, TEMPLATE_HASH, current) if current else None
+        if current:
+            templates[current] = (deployment.get("spec") or {}).get("template") or {}
+        last_ready = model.status.last_ready_revision
+        if (
+            model.spec.serving.rollout.rolls_back()
+            and last_ready
+            and last_ready.template_hash not in templates
+        ):
+            templates |= await _templates(kube, model, deployment)
 
     gateway_apis, gateway_hashes = await _gateway(kube, discovery, model, live)
     observed = Observed(
@@ -378,5 +398,22 @@ async def observe(
         adapters_job=adapters_job,
         deployment=deployment_state,
         serving_blocked=blocked,
+        crash_loop=crashing,
+        templates=templates,
     )
     return World(observed, live)
+
+
+async def _templates(kube: Kube, model: OpenSourceModel, deployment: Obj) -> dict[str, Obj]:
+    """The pod templates of the Deployment's ReplicaSets (kept per its revisionHistoryLimit), by hash."""
+    uid = deployment["metadata"].get("uid")
+    found: dict[str, Obj] = {}
+    for replica_set in await kube.select("ReplicaSet", model.metadata.namespace, selector(model)):
+        owners = replica_set["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == uid for o in owners):
+            continue
+        template = (replica_set.get("spec") or {}).get("template") or {}
+        hash_ = ((template.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
+        if hash_:
+            found[hash_] = template
+    return found

@@ -22,6 +22,7 @@ from moorage.plan.drift import drifted
 from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL, selector
 from moorage.plan.observed import Problem
+from moorage.plan.rollback import ROLLED_BACK
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
 from moorage.reconcile.adapters import unload
@@ -84,6 +85,15 @@ class Reconciler:
         )
         world = await observe(self.kube, self.resolver, model, self.config, self._discovery)
         the_plan = plan(model, world.observed, self.config)
+        now = _now()  # one time for every status of this reconcile: they agree, so one write
+        if the_plan.rollback is not None and the_plan.rollback.new:
+            # Remembered before the Deployment changes: an operator that stops in between still knows which
+            # revision failed, and does not try it again.
+            rolled_back = status(model, world.observed, the_plan, self.config, now)
+            await self._write_status(raw, previous, rolled_back)
+            previous = rolled_back
+            log.warning("%s/%s: %s", namespace, name, the_plan.rollback.message())
+            await self.kube.event(raw, "Warning", ROLLED_BACK, the_plan.rollback.message())
         try:
             await self._apply(raw, model, the_plan, world)
             await self._remove_unwanted_gateway(model, the_plan, world)
@@ -95,11 +105,11 @@ class Reconciler:
                 log.info("%s/%s: namespace is being deleted; the model goes with it", namespace, name)
                 return None
             # Never silent: the model says what the API server refused, then the queue retries with backoff.
-            failed = status(model, world.observed, the_plan, self.config, _now(), failure=error.problem)
+            failed = status(model, world.observed, the_plan, self.config, now, failure=error.problem)
             await self._write_status(raw, previous, failed)
             raise
         removing = await self._unload_removed_adapters(model, world)
-        new = status(model, world.observed, the_plan, self.config, _now(), removing=removing)
+        new = status(model, world.observed, the_plan, self.config, now, removing=removing)
         await self._write_status(raw, previous, new)
         return _next_look(new)
 
@@ -170,7 +180,7 @@ class Reconciler:
             )
             return
         log.info("%s/%s: applied %s %s", namespace, model.metadata.name, kind, name)
-        if kind == "Deployment":
+        if kind == "Deployment" and the_plan.rollback is None:
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
     async def _remove_unwanted_gateway(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
@@ -255,7 +265,7 @@ class Reconciler:
             if before is not None and before.status == condition.status:
                 continue
             event = EVENTS.get((ConditionType(condition.type), condition.status))
-            if event:
+            if event and condition.reason != ROLLED_BACK:  # that one is told when it is decided
                 reason = condition.reason if condition.type == ConditionType.STALLED else event[1]
                 await self.kube.event(raw, event[0], reason, condition.message or condition.reason)
 
