@@ -24,6 +24,7 @@ from moorage.devcluster.fakehub import (
     commit_sha,
     default_hub,
 )
+from moorage.devcluster.gateway import GatewayCrds
 from moorage.devcluster.kwok_stages import CRASH_LOOP_ARG, NEVER_READY_ARG
 from moorage.devcluster.tinymodel import model_files
 from moorage.plan.config import PlanConfig
@@ -322,6 +323,20 @@ def test_model_names_that_cannot_name_a_service_are_refused(
             {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replica": 2}},
             'unknown field "spec.serving.replica"',
         ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "gateway": {"route": {"gateway": {"name": "gw"}, "path": "/a//b"}},
+            },
+            "path must not contain //",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "gateway": {"endpointPicker": {"name": "e", "failureMode": "x"}},
+            },
+            "spec.gateway.endpointPicker.failureMode",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused(
@@ -464,8 +479,13 @@ def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, name
 @pytest.mark.parametrize(
     "example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.stem
 )
-def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) -> None:
-    """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting."""
+def test_rendered_children_pass_the_api_server(
+    cluster: Cluster, example: Path, gateway_crds: GatewayCrds
+) -> None:
+    """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting.
+    InferencePools meet our stand-in for the Inference Extension's CRD (INFERENCE_POOL_CRD), HTTPRoutes the
+    Gateway API's own."""
+    gateway_crds.install()
     cluster.kubectl("create", "namespace", "ml")  # the examples' namespace; fine if it exists already
     rendered = render(load_models(str(example)), PlanConfig(), resolve=False)
     result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(rendered))
@@ -718,6 +738,95 @@ def test_a_model_on_weights_already_pulled_deploys_without_a_job(
     weights = wait_condition(cluster, namespace, "follower", "WeightsReady")
     assert "verified on the cache volume" in weights["message"]
     wait_condition(cluster, namespace, "follower", "Ready")
+
+
+def test_gateway_objects_follow_the_crds_and_the_spec(
+    cluster: Cluster, operator: Running, namespace: str, gateway_crds: GatewayCrds
+) -> None:
+    """Without the CRDs the model serves and says what is missing; once they are installed it gets its
+    InferencePool and HTTPRoute (the route passing the real Gateway API CRD's validation), with no edit of
+    the model; a change outside moorage is put back; removing the spec removes them."""
+    gateway_crds.remove()
+    picker = {"endpointPicker": {"name": "routed-epp", "failureMode": "FailOpen"}}
+    route = {
+        "gateway": {"name": "inference-gateway", "sectionName": "http"},
+        "hostnames": ["models.example.com"],
+    }
+    cluster.apply(model("routed", gateway={**picker, "route": route}), namespace=namespace)
+    wait_condition(cluster, namespace, "routed", "Ready")
+    skipped = wait_condition(
+        cluster, namespace, "routed", "GatewayReady", "False", "InferencePoolCRDNotInstalled"
+    )
+    assert "inferencepools.inference.networking.k8s.io" in skipped["message"]
+
+    gateway_crds.install()
+    started = time.monotonic()
+    wait_condition(cluster, namespace, "routed", "GatewayReady", "True", "Applied")
+    print(f"gateway objects in place {time.monotonic() - started:.1f}s after the CRDs were installed")
+    pool = get(cluster, namespace, "inferencepools.inference.networking.k8s.io", "routed")
+    assert pool["spec"]["selector"]["matchLabels"] == {
+        "moorage.dev/model": "routed",
+        "app.kubernetes.io/component": "serving",
+    }
+    assert pool["spec"]["targetPorts"] == [{"number": 8000}]
+    # The API server's defaults filled in: kind Service, core group.
+    assert pool["spec"]["endpointPickerRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "routed-epp",
+        "port": {"number": 9002},
+        "failureMode": "FailOpen",
+    }
+    assert pool["metadata"]["ownerReferences"][0]["name"] == "routed"
+    http_route = get(cluster, namespace, "httproutes.gateway.networking.k8s.io", "routed")
+    assert http_route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "inference-gateway",
+            "sectionName": "http",
+        }
+    ]
+    assert http_route["spec"]["hostnames"] == ["models.example.com"]
+    (rule,) = http_route["spec"]["rules"]
+    assert [(b["group"], b["kind"], b["name"]) for b in rule["backendRefs"]] == [
+        ("inference.networking.k8s.io", "InferencePool", "routed")
+    ]
+    assert rule["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+    assert condition(cluster, namespace, "routed", "Ready")["status"] == "True"  # type: ignore[index]
+
+    cluster.kubectl(
+        "patch",
+        "inferencepool",
+        "routed",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"targetPorts": [{"number": 9000}]}}),
+        check=True,
+    )
+    wait_for(
+        lambda: (
+            get(cluster, namespace, "inferencepool", "routed")["spec"]["targetPorts"] == [{"number": 8000}]
+        ),
+        timeout=15,
+        what="the pool's targetPorts restored",
+    )
+
+    cluster.apply(model("routed", gateway=picker), namespace=namespace)
+    wait_for(lambda: get(cluster, namespace, "httproute", "routed") is None, timeout=30, what="route removed")
+    assert get(cluster, namespace, "inferencepool", "routed") is not None
+    cluster.apply(model("routed"), namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "inferencepool", "routed") is None, timeout=30, what="pool removed"
+    )
+    wait_for(
+        lambda: condition(cluster, namespace, "routed", "GatewayReady") is None,
+        timeout=15,
+        what="condition gone",
+    )
+    assert condition(cluster, namespace, "routed", "Ready")["status"] == "True"  # type: ignore[index]
 
 
 # ---- automatic rollback (kwok plays the broken pods: see moorage.devcluster.kwok_stages)

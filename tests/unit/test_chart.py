@@ -38,6 +38,8 @@ WORKLOAD_RULES = {
     ("batch", "jobs"): [*READ, "create", "patch", "delete"],
     ("", "persistentvolumeclaims"): [*READ, "create", "patch", "delete"],
     ("policy", "poddisruptionbudgets"): [*READ, "create", "patch", "delete"],
+    ("inference.networking.k8s.io", "inferencepools"): [*READ, "create", "patch", "delete"],
+    ("gateway.networking.k8s.io", "httproutes"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
     ("", "pods/log"): ["get"],
     ("", "events"): ["create"],

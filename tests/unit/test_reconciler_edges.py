@@ -42,6 +42,9 @@ class FakeKube:
     async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
         return []
 
+    async def served(self, kind: str, namespace: str) -> bool:
+        return False
+
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         raise self.refusal
 

@@ -42,6 +42,9 @@ class Kube:
     async def select(self, kind: str, namespace: str, labels: dict[str, str | None]) -> list[Obj]:
         return [self.pod] if kind == "Pod" and self.pod and labels.get("job-name") == JOB else []
 
+    async def served(self, kind: str, namespace: str) -> bool:
+        return False  # no gateway CRDs
+
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         self.applied.append(manifest)
 

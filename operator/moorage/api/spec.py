@@ -11,6 +11,7 @@ from pydantic import Field
 
 from moorage.api.base import ApiModel, Rule
 from moorage.api.finetune import IN_CLUSTER, FineTune
+from moorage.api.gateway import Gateway
 from moorage.api.layout import content_hash
 from moorage.api.scheduling import Scheduling
 
@@ -286,6 +287,9 @@ class OpenSourceModelSpec(ApiModel):
     """LoRA adapters served beside the base (and the fine-tuned adapter), each under its own name. Adding
     or removing one restarts no pod: vLLM loads an adapter on its first request from the weights volume.
     Setting the list for the first time (even to []) rolls the pods once, to serve adapters at all."""
+    gateway: Gateway | None = None
+    """Plug the model into an inference gateway: an InferencePool (and optionally an HTTPRoute) where the
+    Gateway API Inference Extension is installed. See docs/gateway.md."""
 
     @classmethod
     def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":

@@ -18,6 +18,7 @@ class ConditionType(StrEnum):
     WEIGHTS_READY = "WeightsReady"
     FINE_TUNED = "FineTuned"
     AVAILABLE = "Available"
+    GATEWAY_READY = "GatewayReady"
 
 
 CONDITION_DOCS = {
@@ -41,6 +42,11 @@ CONDITION_DOCS = {
     ConditionType.FINE_TUNED: "Only with spec.fineTune: the adapter of the current fineTune spec is trained.",
     ConditionType.AVAILABLE: (
         "At least one replica answers; during a rollout it may still serve the previous spec."
+    ),
+    ConditionType.GATEWAY_READY: (
+        "Only with spec.gateway: the InferencePool (and the HTTPRoute of spec.gateway.route) exist as the "
+        "spec says. False with reason InferencePoolCRDNotInstalled or HTTPRouteCRDNotInstalled where the "
+        "cluster lacks that CRD; serving goes on through the model's Service either way."
     ),
 }
 

@@ -7,7 +7,7 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import adapters, finetune, resolve, rollback, serving, weights
+from moorage.plan import adapters, finetune, gateway, resolve, rollback, serving, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
@@ -82,4 +82,6 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
         budget = serving.disruption_budget(model)
         if budget is not None:
             children.append(budget)
+    # Last, so that a gateway object the API server refuses never holds back serving.
+    children += gateway.children(model, observed.gateway_apis)
     return Plan(children, desired, target, rolled_back)

@@ -189,6 +189,20 @@ def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
 
 
 @dataclass(frozen=True)
+class GatewayApis:
+    """Which gateway kinds the cluster serves (their CRDs are installed), as discovered."""
+
+    inference_pool: bool = False
+    """inference.networking.k8s.io/v1 InferencePool."""
+    http_route: bool = False
+    """gateway.networking.k8s.io/v1 HTTPRoute."""
+
+
+EVERYWHERE = GatewayApis(inference_pool=True, http_route=True)
+"""What `moorage render` assumes: the children a cluster with both CRDs gets."""
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything one reconcile learned, before deciding anything."""
 
@@ -211,3 +225,6 @@ class Observed:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Pod templates of the Deployment's ReplicaSets, by their moorage.dev/template-hash: what a
     rollback restores."""
+    gateway_apis: GatewayApis = GatewayApis()
+    gateway_hashes: tuple[tuple[str, str], ...] = ()
+    """(kind, spec-hash annotation) of the model's live InferencePool and HTTPRoute."""

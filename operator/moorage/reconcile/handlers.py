@@ -9,13 +9,16 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from moorage.api.model import GROUP, PLURAL, VERSION
 from moorage.plan.config import PlanConfig
+from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube
 from moorage.reconcile.queue import WorkQueue
 from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.operator")
+GATEWAY_CRDS = frozenset(api.crd for api in GATEWAY_KINDS)
 
 
 class Operator:
@@ -25,6 +28,7 @@ class Operator:
     kubeconfig: KubeConfig | None = None
     """Read before kopf starts, so a missing one is a one-line error, not a retry loop."""
     queue: WorkQueue | None = None
+    discovery: Discovery | None = None
 
 
 @kopf.on.startup()
@@ -34,7 +38,11 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
-    reconciler = Reconciler(Kube(client), Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
+    kube = Kube(client)
+    Operator.discovery = Discovery(kube)
+    reconciler = Reconciler(
+        kube, Operator.config, Resolver(endpoint=Operator.config.hf_endpoint), Operator.discovery
+    )
     Operator.queue = WorkQueue(reconciler)
     log.info("moorage operator started")
 
@@ -85,7 +93,20 @@ for _group, _version, _plural in (
     ("batch", "v1", "jobs"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
+    # Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
+    *((api.group, api.version, api.plural) for api in GATEWAY_KINDS),
 ):
     kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+async def _crd_event(name: str | None, **_: Any) -> None:
+    # The gateway kinds installed or removed (or becoming established): every model looks again, so one
+    # that asked for an InferencePool gets it now, not at the next change of its own.
+    if name in GATEWAY_CRDS and Operator.discovery and Operator.queue:
+        Operator.discovery.forget()
+        Operator.queue.trigger_all()
+
+
 # Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.
 kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})(_child_event)

@@ -11,9 +11,11 @@ from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
 from moorage.plan import adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
-from moorage.plan.meta import selector
+from moorage.plan.gateway import HTTP_ROUTE, INFERENCE_POOL
+from moorage.plan.meta import SPEC_HASH, selector
 from moorage.plan.observed import (
     DeploymentState,
+    GatewayApis,
     JobState,
     Observed,
     Problem,
@@ -22,6 +24,7 @@ from moorage.plan.observed import (
 )
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.reconcile.checks import serving_problem
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
 
@@ -299,7 +302,27 @@ async def _job(kube: Kube, namespace: str, name: str, container: str) -> tuple[O
     return job, state
 
 
-async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig) -> World:
+async def _gateway(
+    kube: Kube, discovery: Discovery, model: OpenSourceModel, live: dict[tuple[str, str], Obj]
+) -> tuple[GatewayApis, tuple[tuple[str, str], ...]]:
+    """Which gateway kinds the cluster serves, and the model's live objects of those kinds (also when the
+    spec no longer asks for them: they are to be removed)."""
+    namespace, name = model.metadata.namespace, model.metadata.name
+    apis = await discovery.gateway_apis(namespace)
+    hashes = []
+    for api, served in ((INFERENCE_POOL, apis.inference_pool), (HTTP_ROUTE, apis.http_route)):
+        obj = await kube.get(api.kind, namespace, name) if served else None
+        if obj:
+            live[api.kind, name] = obj
+            hashes.append(
+                (api.kind, ((obj.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH, ""))
+            )
+    return apis, tuple(hashes)
+
+
+async def observe(
+    kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig, discovery: Discovery
+) -> World:
     namespace, name = model.metadata.namespace, model.metadata.name
     live: dict[tuple[str, str], Obj] = {}
     resolved = dataset = problem = None
@@ -362,7 +385,10 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         ):
             templates |= await _templates(kube, model, deployment)
 
+    gateway_apis, gateway_hashes = await _gateway(kube, discovery, model, live)
     observed = Observed(
+        gateway_apis=gateway_apis,
+        gateway_hashes=gateway_hashes,
         resolved=resolved,
         dataset=dataset,
         problem=problem,
