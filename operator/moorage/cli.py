@@ -29,7 +29,7 @@ from moorage.plan.config import (
     DEFAULT_VLLM_IMAGE,
     PlanConfig,
 )
-from moorage.plan.observed import AutoscalerState, JobState, Observed
+from moorage.plan.observed import EVERYWHERE, AutoscalerState, JobState, Observed
 from moorage.reconcile.checks import serving_problem
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -185,6 +185,7 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
             adapters=adapters,
             adapters_job=done,
             autoscaler=scaler,
+            gateway_apis=EVERYWHERE,
         )
         manifests += plan(model, observed, config).children
     return manifests

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from moorage.devcluster import Cluster, dump_diagnostics, wait_for
+from moorage.devcluster.gateway import GatewayCrds
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +97,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def gateway_crds(cluster: Cluster) -> GatewayCrds:
+    return GatewayCrds(cluster)
 
 
 KEDA_MODULE = "github.com/kedacore/keda/v2@v2.21.0"

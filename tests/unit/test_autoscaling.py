@@ -165,8 +165,8 @@ class FakeKube:
     async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
         return []
 
-    async def served(self, api_version: str, plural: str) -> bool:
-        return self.keda and (api_version, plural) == ("keda.sh/v1alpha1", "scaledobjects")
+    async def served(self, kind: str, namespace: str) -> bool:
+        return self.keda and kind == "ScaledObject"
 
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         self.applied.append((field_manager, manifest))

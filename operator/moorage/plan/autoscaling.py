@@ -16,6 +16,7 @@ from moorage.plan.serving import replicas, served_model_name
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 SCALED_OBJECTS = "scaledobjects"
+KEDA_CRD = f"{SCALED_OBJECTS}.keda.sh"
 POLLING_INTERVAL_SECONDS = 15
 """How often KEDA asks Prometheus; vLLM's pods are scraped every 15s by the chart's PodMonitor."""
 

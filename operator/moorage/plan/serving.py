@@ -250,8 +250,12 @@ def deployment(
     }
     if scaled:
         del body["spec"]["replicas"]
-    # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale.
-    annotations = {**target.annotations(), TEMPLATE_HASH: content_hash(body["spec"]["template"], length=16)}
+    # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale. The
+    # pods carry it too, so the operator tells a new revision's pods (and ReplicaSet) from the old ones'.
+    template: dict[str, Any] = body["spec"]["template"]
+    template_hash = content_hash(template, length=16)
+    template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash
+    annotations = {**target.annotations(), TEMPLATE_HASH: template_hash}
     return child(
         model,
         api_version="apps/v1",

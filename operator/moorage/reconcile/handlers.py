@@ -8,8 +8,11 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from moorage.api.model import GROUP, PLURAL, VERSION
+from moorage.plan.autoscaling import KEDA_CRD
 from moorage.plan.config import PlanConfig
+from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube
 from moorage.reconcile.metrics import Metrics
 from moorage.reconcile.queue import WorkQueue
@@ -17,6 +20,7 @@ from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.operator")
+GATEWAY_CRDS = frozenset(api.crd for api in GATEWAY_KINDS)
 
 
 class Operator:
@@ -28,6 +32,7 @@ class Operator:
     queue: WorkQueue | None = None
     metrics: Metrics = Metrics()
     """Served by `moorage run --metrics-port` from its own thread."""
+    discovery: Discovery | None = None
 
 
 @kopf.on.startup()
@@ -38,8 +43,10 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
     metrics = Operator.metrics
+    kube = Kube(client)
+    Operator.discovery = Discovery(kube)
     resolver = Resolver(endpoint=Operator.config.hf_endpoint)
-    reconciler = Reconciler(Kube(client), Operator.config, resolver, metrics)
+    reconciler = Reconciler(kube, Operator.config, resolver, Operator.discovery, metrics)
     Operator.queue = metrics.queue = WorkQueue(metrics.instrument(reconciler))
     log.info("moorage operator started")
 
@@ -94,7 +101,20 @@ for _group, _version, _plural in (
     ("policy", "v1", "poddisruptionbudgets"),
     # KEDA's, for models with spec.serving.autoscaling; kopf watches it once its CRD is installed.
     ("keda.sh", "v1alpha1", "scaledobjects"),
+    # Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
+    *((api.group, api.version, api.plural) for api in GATEWAY_KINDS),
 ):
     kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+async def _crd_event(name: str | None, **_: Any) -> None:
+    # The gateway kinds installed or removed (or becoming established): every model looks again, so one
+    # that asked for an InferencePool gets it now, not at the next change of its own.
+    if name in (*GATEWAY_CRDS, KEDA_CRD) and Operator.discovery and Operator.queue:
+        Operator.discovery.forget()
+        Operator.queue.trigger_all()
+
+
 # Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.
 kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})(_child_event)

@@ -1,33 +1,39 @@
 """The few Kubernetes calls the operator makes, as plain dicts in and out (lightkube underneath)."""
 
-import time
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, codecs, operators
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
+from moorage.plan.gateway import GATEWAY_KINDS
 
+log = logging.getLogger("moorage.kube")
 FIELD_MANAGER = "moorage"
 OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
-DISCOVERY_TTL = 30.0
-"""Seconds an answer of API discovery stands: KEDA installed later is noticed within this."""
 KINDS: dict[str, Any] = {
+    **{
+        api.kind: create_namespaced_resource(api.group, api.version, api.kind, api.plural)
+        for api in GATEWAY_KINDS
+    },
     "Deployment": Deployment,
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
     "PodDisruptionBudget": PodDisruptionBudget,
     "ScaledObject": ScaledObject,
+    "ReplicaSet": ReplicaSet,
     "Service": Service,
 }
 
@@ -47,24 +53,7 @@ class Kube:
     def __init__(self, client: AsyncClient) -> None:
         # lightkube's overloads are keyed on resource classes; this layer works with dicts on purpose.
         self.client: Any = client
-        self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
-
-    async def served(self, api_version: str, plural: str) -> bool:
-        """Does the API server serve this resource (a CRD installed)? API discovery, cached a while: one
-        GET of /apis/<group>/<version> per DISCOVERY_TTL, whatever the number of models asking."""
-        key = (api_version, plural)
-        cached = self._discovered.get(key)
-        if cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL:
-            return cached[1]
-        # lightkube has no discovery call: its httpx client (base URL and credentials set) asks.
-        response = await self.client._client._client.get(f"/apis/{api_version}")
-        if response.status_code == 404:
-            found = False
-        else:
-            response.raise_for_status()
-            found = any(r.get("name") == plural for r in response.json().get("resources") or [])
-        self._discovered[key] = (time.monotonic(), found)
-        return found
+        self._forbidden: set[str] = set()
 
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         resource = OpenSourceModelResource if kind == KIND else KINDS[kind]
@@ -79,6 +68,30 @@ class Kube:
         """Objects whose labels match; a None value matches any value of that label."""
         selector = {k: operators.exists() if v is None else v for k, v in labels.items()}
         return [_plain(o) async for o in self.client.list(KINDS[kind], namespace=namespace, labels=selector)]
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        """Whether the API server serves `kind` (its CRD is installed): a list of at most one object in a
+        namespace the operator serves, which it may list anyway to watch its children. 404: not served.
+        403: the operator's RBAC leaves the kind out (a chart of its own): as good as not served, said once
+        in the log, so that serving never depends on it."""
+        try:
+            async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
+                break
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            if error.status.code == 403:
+                if kind not in self._forbidden:
+                    self._forbidden.add(kind)
+                    log.warning("may not list %s in %s (RBAC); treating it as not installed", kind, namespace)
+                return False
+            raise
+        except httpx2.HTTPStatusError as error:
+            # An unknown resource's 404 is a plain-text page, not a Status: lightkube leaves it to httpx2.
+            if error.response.status_code == 404:
+                return False
+            raise
+        return True
 
     async def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
         """Server-side apply: we own the fields we set, and only those."""
