@@ -99,8 +99,6 @@ for _group, _version, _plural in (
     ("batch", "v1", "jobs"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
-    # KEDA's, for models with spec.serving.autoscaling; kopf watches it once its CRD is installed.
-    ("keda.sh", "v1alpha1", "scaledobjects"),
     # Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
     *((api.group, api.version, api.plural) for api in GATEWAY_KINDS),
 ):
