@@ -33,7 +33,7 @@ class FakeKube:
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.model if kind == "OpenSourceModel" else None
 
-    async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
+    async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
         return []
 
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:

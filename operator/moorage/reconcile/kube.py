@@ -14,6 +14,7 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
+from moorage.reconcile.cache import Cache
 
 FIELD_MANAGER = "moorage"
 OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
@@ -40,11 +41,19 @@ def _plain(obj: Any) -> Obj:
 
 
 class Kube:
-    def __init__(self, client: AsyncClient) -> None:
+    """Reads come from the watch-fed cache where it can answer, else from the API server; writes go to the
+    API server, and its answer into the cache."""
+
+    def __init__(self, client: AsyncClient, cache: Cache | None = None) -> None:
         # lightkube's overloads are keyed on resource classes; this layer works with dicts on purpose.
         self.client: Any = client
+        self.cache = cache if cache is not None else Cache()
 
-    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+    async def get(self, kind: str, namespace: str, name: str, *, watched: bool = True) -> Obj | None:
+        """`watched=False` for an object the operator's watches may not see (one it does not manage)."""
+        store = self.cache.synced(kind) if watched else None
+        if store is not None:
+            return store.get(namespace, name)
         resource = OpenSourceModelResource if kind == KIND else KINDS[kind]
         try:
             return _plain(await self.client.get(resource, name, namespace=namespace))
@@ -53,14 +62,31 @@ class Kube:
                 return None
             raise
 
-    async def select(self, kind: str, namespace: str, labels: Mapping[str, str | None]) -> list[Obj]:
-        """Objects whose labels match; a None value matches any value of that label."""
+    async def select(
+        self, kind: str, namespace: str, labels: Mapping[str, str | None], owner: str | None = None
+    ) -> list[Obj]:
+        """Objects whose labels match (a None value matches any value of that label), and that `owner`
+        (a uid) owns, when given."""
+        store = self.cache.synced(kind)
+        if store is not None:
+            return store.select(namespace, labels, owner)
         selector = {k: operators.exists() if v is None else v for k, v in labels.items()}
-        return [_plain(o) async for o in self.client.list(KINDS[kind], namespace=namespace, labels=selector)]
+        found = [_plain(o) async for o in self.client.list(KINDS[kind], namespace=namespace, labels=selector)]
+        if owner is None:
+            return found
+        return [
+            o for o in found if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or [])
+        ]
+
+    def _remember(self, kind: str, answer: Any) -> None:
+        """The API server's answer to our write: the body the next reconcile must see."""
+        if answer is not None and kind in self.cache.stores:
+            self.cache.store(kind).put(_plain(answer))
 
     async def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
         """Server-side apply: we own the fields we set, and only those."""
-        await self.client.apply(codecs.from_dict(manifest), field_manager=field_manager, force=True)
+        answer = await self.client.apply(codecs.from_dict(manifest), field_manager=field_manager, force=True)
+        self._remember(manifest["kind"], answer)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:
@@ -68,18 +94,24 @@ class Kube:
         except ApiError as error:
             if error.status.code != 404:
                 raise
+        if kind in self.cache.stores:
+            self.cache.store(kind).remove(namespace, name)
 
     async def patch(self, kind: str, namespace: str, name: str, patch: list[Obj]) -> None:
-        await self.client.patch(KINDS[kind], name, patch, namespace=namespace, patch_type=PatchType.JSON)
+        answer = await self.client.patch(
+            KINDS[kind], name, patch, namespace=namespace, patch_type=PatchType.JSON
+        )
+        self._remember(kind, answer)
 
     async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
-        await self.client.patch(
+        answer = await self.client.patch(
             OpenSourceModelResource.Status,
             name,
             {"status": status},
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
+        self._remember(KIND, answer)
 
     async def log_tail(self, namespace: str, pod: str, lines: int) -> list[str]:
         """The last lines a pod's container printed; empty when the kubelet cannot say (yet)."""

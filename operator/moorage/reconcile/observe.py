@@ -127,7 +127,11 @@ def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> Resolv
 async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
     """A pvc:// dataset on a claim that does not exist would leave the fine-tune pod Pending for ever."""
     claim = model.spec.fine_tune.dataset.claim if model.spec.fine_tune else None
-    if claim and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim) is None:
+    # The user's claim, not ours: the watches (of our claims only) cannot tell.
+    if (
+        claim
+        and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim, watched=False) is None
+    ):
         raise SourceProblemError(
             Problem(
                 "DatasetClaimNotFound",

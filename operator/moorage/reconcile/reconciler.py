@@ -159,13 +159,16 @@ class Reconciler:
         if budget and not the_plan.names("PodDisruptionBudget") and _owned_by(budget, uid):
             await self.kube.delete("PodDisruptionBudget", namespace, model.metadata.name)
         wanted_jobs = the_plan.names("Job")
-        for job in await self.kube.select("Job", namespace, {"moorage.dev/model": model.metadata.name}):
+        mine = {"moorage.dev/model": model.metadata.name}
+        for job in await self.kube.select("Job", namespace, mine, owner=uid):
             if job["metadata"]["name"] not in wanted_jobs and _owned_by(job, uid):
                 await self.kube.delete("Job", namespace, job["metadata"]["name"])
         wanted_claims = the_plan.names("PersistentVolumeClaim")
         if the_plan.target:
             wanted_claims.add(the_plan.target.claim)
-        for claim in await self.kube.select("PersistentVolumeClaim", namespace, {WEIGHTS_LABEL: None}):
+        for claim in await self.kube.select(
+            "PersistentVolumeClaim", namespace, {WEIGHTS_LABEL: None}, owner=uid
+        ):
             name = claim["metadata"]["name"]
             if name in wanted_claims:
                 continue
