@@ -9,6 +9,11 @@ Our own writes go in too (the API server's answer to the apply or patch), so the
 act on the body from before the write. A body is kept only if it is at least as new as the one held
 (resourceVersion), so a late watch event never undoes a write; a delete leaves a tombstone for the same
 reason.
+
+One gap: when a watch has been away so long that it must list again (410 Gone), kopf hands the listed objects
+to the handlers but says nothing of those that went away meanwhile, so a child deleted during that gap stays
+in its store until something else about the model changes it (kopf gives handlers no end-of-listing mark to
+sweep on).
 """
 
 from collections import defaultdict

@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import kopf
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
@@ -19,6 +20,10 @@ from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.operator")
+
+API_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
+"""A busy API server can take more than lightkube's 10 s for a write (Services queue for their address):
+a request abandoned at 10 s is done again from the start, which makes the queue longer still."""
 
 
 class Operator:
@@ -44,7 +49,9 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             key = (watched.group, watched.version, watched.plural)
             settings.watching.label_selectors[key] = watched.selector
     Operator.cache = Cache({watched.kind: Store() for watched in WATCHED})
-    client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
+    client = AsyncClient(
+        config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage", timeout=API_TIMEOUT
+    )
     kube = Kube(client, Operator.cache)
     reconciler = Reconciler(kube, Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
     Operator.queue = WorkQueue(reconciler)

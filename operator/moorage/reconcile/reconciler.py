@@ -3,6 +3,7 @@
 Level-triggered and idempotent: run it twice and the second run writes nothing.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,12 +95,20 @@ class Reconciler:
         return _next_look(new)
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
-        for manifest in the_plan.children:
+        """The children at once: none waits for another, and the API server can be slow on one kind (it
+        makes Services one at a time to give each its address) without holding back the pull."""
+
+        async def one(manifest: Obj) -> None:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             try:
                 await self._apply_child(raw, model, the_plan, manifest, world.live.get((kind, name)))
             except ApiError as error:
                 raise ApplyError(kind, name, error) from error
+
+        outcomes = await asyncio.gather(*map(one, the_plan.children), return_exceptions=True)
+        for outcome in outcomes:  # in the plan's order: the first refusal is the one status shows
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _apply_child(
         self, raw: Obj, model: OpenSourceModel, the_plan: Plan, manifest: Obj, live: Obj | None
