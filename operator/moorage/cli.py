@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from moorage.api.crd import crd
 from moorage.api.errors import describe
+from moorage.api.layout import ADAPTER_FILES
 from moorage.api.model import API_VERSION, KIND, ObjectMeta, OpenSourceModel
 from moorage.api.reference import reference
-from moorage.api.resolved import ResolvedSource
+from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.plan.children import plan
 from moorage.plan.config import (
@@ -33,6 +34,8 @@ from moorage.reconcile.checks import serving_problem
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
 PROGRAMS = {
     "pull": "pull a snapshot into a directory (the weights Job's program)",
+    "resolve": "pin a source with the hub token of a Secret (the resolve Job's program)",
+    "adapters": "pull LoRA adapters and lay them out for vLLM (the adapters Job's program)",
     "finetune": "train a LoRA adapter (the fine-tune Job's program)",
 }
 
@@ -115,12 +118,13 @@ def load_models(path: str) -> list[OpenSourceModel]:
     return models
 
 
-def _unresolved(model: OpenSourceModel) -> ResolvedSource:
-    repo = model.spec.source.uri.removeprefix("hf://")
-    return ResolvedSource(model.spec.source.uri, repo, "model", model.spec.source.revision, "unresolved", ())
+def _unresolved(uri: str, revision: str) -> ResolvedSource:
+    return ResolvedSource(uri, uri.removeprefix("hf://"), "model", revision, "unresolved", ())
 
 
-def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSource, ResolvedSource | None]:
+def _resolve(
+    model: OpenSourceModel, endpoint: str | None
+) -> tuple[ResolvedSource, ResolvedSource | None, tuple[ResolvedAdapter, ...]]:
     from moorage.hub import HubError, resolve  # noqa: PLC0415 - the hub client loads only when asked for
     from moorage.hub.errors import TOKEN_HINT  # noqa: PLC0415
 
@@ -131,23 +135,35 @@ def _resolve(model: OpenSourceModel, endpoint: str | None) -> tuple[ResolvedSour
         dataset = None
         if tune and tune.dataset.from_hub:
             dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
+        adapters = tuple(
+            ResolvedAdapter(a.name, resolve(a.uri, a.revision, ADAPTER_FILES, token, endpoint=endpoint))
+            for a in model.spec.adapters or ()
+        )
     except HubError as error:
         # Here the token is the user's own, from HF_TOKEN, not the model's Secret.
         message = error.message.replace(TOKEN_HINT, "set HF_TOKEN to a hub token that has access")
         raise UsageError(f"{model.metadata.name}: {error.reason}: {message}") from error
-    return resolved, dataset
+    return resolved, dataset, adapters
 
 
 def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool) -> list[dict[str, Any]]:
     """The children each model gets once its weights (and adapter) are ready."""
     manifests = []
     for model in models:
-        resolved, dataset = _resolve(model, config.hf_endpoint) if resolve else (_unresolved(model), None)
+        if resolve:
+            resolved, dataset, adapters = _resolve(model, config.hf_endpoint)
+        else:
+            resolved, dataset = _unresolved(model.spec.source.uri, model.spec.source.revision), None
+            adapters = tuple(
+                ResolvedAdapter(a.name, _unresolved(a.uri, a.revision)) for a in model.spec.adapters or ()
+            )
         problem = serving_problem(model, resolved, config) if resolve else None
         if problem is not None:
             raise UsageError(f"{model.metadata.name}: {problem.reason}: {problem.message}")
         done = JobState(succeeded=True)
-        observed = Observed(resolved=resolved, dataset=dataset, pull=done, finetune=done)
+        observed = Observed(
+            resolved=resolved, dataset=dataset, pull=done, finetune=done, adapters=adapters, adapters_job=done
+        )
         manifests += plan(model, observed, config).children
     return manifests
 
@@ -209,9 +225,13 @@ def operator_identity() -> str:
 
 
 def _run_program(name: str, argv: list[str]) -> int:
-    """`moorage pull` and `moorage finetune`: the programs our Jobs run; each parses its own arguments."""
+    """`moorage pull`, `resolve` and `finetune`: the programs our Jobs run; each parses its own arguments."""
     if name == "pull":
         from moorage.jobs.pull import main as program  # noqa: PLC0415 - load only the program asked for
+    elif name == "resolve":
+        from moorage.jobs.resolve import main as program  # noqa: PLC0415
+    elif name == "adapters":
+        from moorage.jobs.adapters import main as program  # noqa: PLC0415
     else:
         from moorage.jobs.finetune import main as program  # noqa: PLC0415
     return program(argv)

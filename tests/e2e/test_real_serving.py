@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 
 from moorage.devcluster import Cluster, wait_for
-from moorage.devcluster.fakehub import TINY_DATASET, TINY_SERVABLE, FakeHub, default_hub
+from moorage.devcluster.fakehub import (
+    DEMO_TOKEN,
+    TINY_DATASET,
+    TINY_GATED,
+    TINY_LORAS,
+    TINY_SERVABLE,
+    FakeHub,
+    default_hub,
+)
 from moorage.devcluster.images import parse_build_listing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +40,9 @@ NAMESPACE = "serving"
 SYSTEM = "moorage-system"
 MODEL = "tiny"
 ADAPTER = "tiny-support"
+HUB_ADAPTERS = dict(zip(("tiny-hub-a", "tiny-hub-b"), TINY_LORAS, strict=True))
+FIRST_HUB_ADAPTER = "tiny-hub-a"
+"""LoRA adapters on the local hub, by the name each is served under (spec.adapters)."""
 CHAT_SCRIPT = """
 import json, sys, urllib.request as u
 body = {"model": sys.argv[2], "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
@@ -67,11 +78,15 @@ class Product:
         obj = self.get("osm", MODEL) or {}
         return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
-    def apply_model(self, **serving: Any) -> None:
-        self.cluster.apply(model_manifest(self.hub, **serving), namespace=NAMESPACE)
+    def apply_model(self, adapters: tuple[str, ...] = (FIRST_HUB_ADAPTER,), **serving: Any) -> None:
+        self.cluster.apply(model_manifest(self.hub, adapters, **serving), namespace=NAMESPACE)
+
+    def adapter_state(self, name: str) -> str | None:
+        listed = (self.get("osm", MODEL).get("status") or {}).get("adapters") or []
+        return next((a["state"] for a in listed if a["name"] == name), None)
 
 
-def model_manifest(hub: FakeHub, **serving: Any) -> Obj:
+def model_manifest(hub: FakeHub, adapters: tuple[str, ...], **serving: Any) -> Obj:
     vllm = {"maxModelLen": 128, "extraArgs": ["--enforce-eager", *serving.pop("extra", [])]}
     return {
         "apiVersion": "moorage.dev/v1alpha1",
@@ -87,6 +102,7 @@ def model_manifest(hub: FakeHub, **serving: Any) -> Obj:
                 "training": {"maxSteps": 4, "batchSize": 2, "maxSeqLength": 64},
                 "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi"},
             },
+            "adapters": [{"name": name, "uri": f"hf://{HUB_ADAPTERS[name]}"} for name in adapters],
         },
     }
 
@@ -189,6 +205,33 @@ def test_base_and_adapter_answer_through_the_service(product: Product) -> None:
         assert answer["model"] == ADAPTER
 
 
+def test_adapters_come_and_go_without_a_restart(product: Product) -> None:
+    """spec.adapters: one pulled from the hub answers beside the trained one; a second is added and answers,
+    the first removed stops answering, and no serving pod restarted or was replaced."""
+    first, second = HUB_ADAPTERS
+    base = _service_address(product)
+    before = _pod_lives(product)
+    assert product.adapter_state(first) == "Served"
+    assert _chat(base, first)["model"] == first
+
+    started = time.monotonic()
+    product.apply_model(adapters=(first, second))
+    wait_for(
+        lambda: product.adapter_state(second) == "Served", timeout=300, interval=1, what=f"{second} served"
+    )
+    assert _chat(base, second)["model"] == second
+    product.timings["adapter_added_to_first_answer_s"] = round(time.monotonic() - started, 1)
+
+    product.apply_model(adapters=(second,))
+    wait_for(lambda: product.adapter_state(first) is None, timeout=300, interval=1, what=f"{first} unloaded")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _chat(base, first)
+    assert refused.value.code == 404, refused.value.read()
+    assert _chat(base, second)["model"] == second
+    assert _chat(base, ADAPTER)["model"] == ADAPTER
+    assert _pod_lives(product) == before, "an adapter change restarted or replaced a serving pod"
+
+
 def test_a_spec_change_rolls_out_under_traffic_without_failed_requests(product: Product) -> None:
     address = _service_address(product)
     traffic = Traffic(address)
@@ -219,6 +262,64 @@ def test_a_broken_revision_crash_loops_and_the_model_says_so(product: Product) -
     assert product.condition("Available").get("status") == "True", "the old replica keeps serving"
 
 
+def test_a_gated_model_resolves_and_pulls_with_its_token_in_jobs(product: Product) -> None:
+    """The operator cannot read Secrets: the resolve and pull Jobs get the token through the kubelet. It
+    serves on the kwok GPU node beside the real one (no vLLM needed to prove the hub part)."""
+    name, job_env = "gated", "HF_TOKEN"
+    gated = {
+        "apiVersion": "moorage.dev/v1alpha1",
+        "kind": "OpenSourceModel",
+        "metadata": {"name": name},
+        "spec": {"source": {"uri": f"hf://{TINY_GATED}", "tokenSecretRef": {"name": "hf"}}},
+    }
+
+    def condition(type_: str) -> Obj:
+        obj = product.get("osm", name) or {}
+        return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+    def reason(type_: str, wanted: str) -> Obj | None:
+        found = condition(type_)
+        return found if found.get("reason") == wanted and found.get("status") in {"True", "False"} else None
+
+    product.cluster.apply(gated, namespace=NAMESPACE)
+    missing = wait_for(
+        lambda: reason("Ready", "TokenSecretNotFound"), timeout=120, what="TokenSecretNotFound"
+    )
+    assert (
+        missing["message"] == f"spec.source.tokenSecretRef: Secret 'hf' not found in namespace {NAMESPACE!r}"
+    )
+
+    def secret(token: str) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf"},
+            "stringData": {"token": token},
+        }
+
+    product.cluster.apply(secret("hf_not_granted"), namespace=NAMESPACE)
+    denied = wait_for(lambda: reason("Stalled", "AccessDenied"), timeout=120, what="AccessDenied")
+    assert "kubectl delete job" in denied["message"], denied
+    # Access granted: the documented way to resolve again.
+    product.cluster.apply(secret(DEMO_TOKEN), namespace=NAMESPACE)
+    (job,) = [
+        j["metadata"]["name"]
+        for j in product.get("jobs", "-l", f"moorage.dev/model={name}")["items"]
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] == "resolve"
+    ]
+    product.cluster.kubectl("delete", "job", job, "-n", NAMESPACE, check=True)
+    wait_for(lambda: condition("Ready").get("status") == "True", timeout=300, interval=2,
+             what=f"{name} Ready (now: {condition('Ready')})")  # fmt: skip
+    status = product.get("osm", name)["status"]
+    assert len(status["resolvedRevision"]) == 40 and status["weights"]["bytes"] > 0
+    everything = product.cluster.kubectl(
+        "get", "osm,deploy,jobs,events,pods", "-n", NAMESPACE, "-o", "yaml", check=True
+    ).stdout
+    assert DEMO_TOKEN not in everything and job_env in everything
+    assert DEMO_TOKEN not in _operator_log(product.cluster)
+    product.cluster.kubectl("delete", "osm", name, "-n", NAMESPACE, "--wait=true", check=True, timeout=120)
+
+
 def test_delete_removes_every_child(product: Product) -> None:
     product.cluster.kubectl("delete", "osm", MODEL, "-n", NAMESPACE, "--wait=true", check=True, timeout=120)
 
@@ -237,6 +338,14 @@ def _serving_pods(product: Product) -> list[Obj]:
     selector = f"moorage.dev/model={MODEL},app.kubernetes.io/component=serving"
     pods = product.get("pods", "-l", selector)["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _pod_lives(product: Product) -> dict[str, int]:
+    """Each serving pod's uid and its containers' restarts: equal before and after, nothing restarted."""
+    return {
+        p["metadata"]["uid"]: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+        for p in _serving_pods(product)
+    }
 
 
 def _rolled_out(product: Product, flag: str) -> bool:

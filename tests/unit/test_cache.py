@@ -120,7 +120,7 @@ def test_kube_reads_the_api_server_until_the_cache_is_synced_then_only_memory() 
         # An object the watches do not see (not ours) is asked for, whatever the cache says.
         assert await kube.get("Job", "ns", "users", watched=False) == obj("users", 1)
         # Not watched at all: the API server.
-        assert await kube.get("Secret", "ns", "s") == obj("s", 1)
+        assert await kube.get("Service", "ns", "s") == obj("s", 1)
         assert client.calls == ["get a", "list", "get users", "get s"]
 
         manifest = {
@@ -138,5 +138,48 @@ def test_kube_reads_the_api_server_until_the_cache_is_synced_then_only_memory() 
         assert await kube.get("Job", "ns", "b") is None
         cache.store("Job").put(obj("b", 101))  # a late MODIFIED of the deleted Job
         assert await kube.get("Job", "ns", "b") is None
+
+    asyncio.run(scenario())
+
+
+class SlowClient(FakeClient):
+    """Answers each apply after a pause, counting how many are open at once, per object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    async def apply(self, manifest: Any, field_manager: str, force: bool) -> Any:
+        name = manifest.to_dict()["metadata"]["name"]
+        self.open[name] = self.open.get(name, 0) + 1
+        self.most[name] = max(self.most.get(name, 0), self.open[name])
+        self.most["*"] = max(self.most.get("*", 0), sum(self.open.values()))
+        await asyncio.sleep(0.01)
+        self.open[name] -= 1
+        return await super().apply(manifest, field_manager, force)
+
+
+def test_writes_to_one_object_wait_for_each_other_and_all_are_bounded() -> None:
+    """A shared weights volume gets an owner reference from every model on its base: one at a time, so the
+    API server does not retry conflicting applies until they time out; and never more than the bound open."""
+
+    def job(name: str) -> Obj:
+        spec = {"template": {"spec": {"containers": []}}}
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": spec,
+        }
+
+    async def scenario() -> None:
+        client = SlowClient()
+        kube = Kube(client, Cache({"Job": Store()}), max_in_flight=4)  # type: ignore[arg-type]
+        await asyncio.gather(
+            *(kube.apply(job("shared")) for _ in range(5)), *(kube.apply(job(f"j{i}")) for i in range(8))
+        )
+        assert client.most["shared"] == 1
+        assert client.most["*"] == 4
 
     asyncio.run(scenario())

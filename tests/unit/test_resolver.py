@@ -18,7 +18,7 @@ def test_many_models_on_one_base_make_one_request_and_a_failure_is_asked_again()
     lock = threading.Lock()
     failing = {"hf://org/down"}
 
-    def resolve(uri: str, revision: str, include: object, token: object) -> ResolvedSource:
+    def resolve(uri: str, revision: str, include: object) -> ResolvedSource:
         with lock:
             calls.append(uri)
         time.sleep(0.05)  # long enough for every model to ask while the first request is out
@@ -28,14 +28,14 @@ def test_many_models_on_one_base_make_one_request_and_a_failure_is_asked_again()
 
     async def scenario() -> None:
         resolver = Resolver(resolve=resolve)
-        answers = await asyncio.gather(*(resolver("hf://org/m", "main", None, None) for _ in range(50)))
+        answers = await asyncio.gather(*(resolver("hf://org/m", "main", None) for _ in range(50)))
         assert all(a is RESOLVED for a in answers)
         assert calls == ["hf://org/m"]
         for _ in range(2):
             with pytest.raises(HubError):
-                await resolver("hf://org/down", "main", None, None)
+                await resolver("hf://org/down", "main", None)
         assert calls.count("hf://org/down") == 2, "a failure is not remembered: the next reconcile asks again"
         failing.clear()
-        assert await resolver("hf://org/down", "main", None, None) is RESOLVED
+        assert await resolver("hf://org/down", "main", None) is RESOLVED
 
     asyncio.run(scenario())

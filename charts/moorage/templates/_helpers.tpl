@@ -85,10 +85,6 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# spec.source.tokenSecretRef: only get, by name; never list, watch or write.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -12,6 +12,10 @@ WEIGHTS_MOUNT = PurePosixPath("/weights")
 MODELS_DIR = "models"
 DATASETS_DIR = "datasets"
 ADAPTERS_DIR = "adapters"
+SERVED_ADAPTERS_DIR = "served-adapters"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+"""What a LoRA repository of spec.adapters must hold (PEFT's format); a pickled adapter_model.bin is not
+loaded."""
 
 COMPLETE_MARKER = ".moorage-complete.json"
 """Written last into a finished snapshot or adapter directory; its presence means the content is whole."""
@@ -25,6 +29,12 @@ def snapshot_dir(root: PurePosixPath, repo_id: str, repo_type: RepoType, sha: st
 
 def adapter_dir(root: PurePosixPath, adapter_id: str) -> PurePosixPath:
     return root / ADAPTERS_DIR / adapter_id
+
+
+def served_adapters_dir(root: PurePosixPath, model_uid: str) -> PurePosixPath:
+    """root/served-adapters/<model uid>: one directory per spec.adapters entry, named as served, which vLLM's
+    filesystem LoRA resolver loads from on the first request for that name."""
+    return root / SERVED_ADAPTERS_DIR / model_uid
 
 
 def content_hash(*parts: object, length: int = 10) -> str:

@@ -6,12 +6,16 @@ termination message, which the operator reads back from the Job's pod to fill st
 
 import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
 TERMINATION_LOG = Path("/dev/termination-log")
 """Kubernetes' default terminationMessagePath."""
+
+TERMINATION_LOG_ENV = "MOORAGE_TERMINATION_LOG"
+"""Where a program writes its report instead (tests, runs outside a pod)."""
 
 TERMINATION_LOG_LIMIT = 4096
 """The kubelet keeps at most this many bytes of a termination message."""
@@ -59,7 +63,9 @@ class Report:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def write(self, path: Path = TERMINATION_LOG) -> None:
-        """Best effort: outside a pod the termination log is usually not writable."""
+    def write(self, path: Path | None = None) -> None:
+        """To path, else $MOORAGE_TERMINATION_LOG, else the pod's termination log. Best effort: outside a pod
+        the termination log is usually not writable."""
+        path = path or Path(os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG)
         with contextlib.suppress(OSError):
             path.write_text(self.to_json())

@@ -4,8 +4,9 @@ Produced by `moorage.hub`, consumed by `moorage.plan` and the status logic. Plai
 they never travel through the Kubernetes API as they are.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 RepoType = Literal["model", "dataset"]
 
@@ -43,21 +44,64 @@ class ResolvedSource:
     """The model's config asks for custom code (auto_map), which vLLM runs only with trust_remote_code."""
     notes: tuple[str, ...] = ()
     """Things the user should know about the selection, e.g. that pickled .bin weights were taken."""
-    pinned: "Pinned | None" = None
-    """Set when the hub could not be asked and the model's status stood in for it (files is then empty)."""
+    counts: "Counts | None" = None
+    """Set when the file list is not known here, only its size (files is then empty): a resolve Job said
+    what it found, or the model's status stood in for the hub."""
+    hub_down: bool = False
+    """The hub could not be asked and the model's status stood in for it."""
 
     @property
     def total_bytes(self) -> int:
-        return self.pinned.bytes if self.pinned else sum(f.size for f in self.files)
+        return self.counts.bytes if self.counts else sum(f.size for f in self.files)
 
     @property
     def file_count(self) -> int:
-        return self.pinned.files if self.pinned else len(self.files)
+        return self.counts.files if self.counts else len(self.files)
+
+    def summary(self) -> dict[str, object]:
+        """What a resolve Job reports of it: everything the operator plans with, but not the file list
+        (a termination message holds 4 KiB; a model can have hundreds of files)."""
+        summary: dict[str, object] = {
+            "sha": self.sha,
+            "files": self.file_count,
+            "bytes": self.total_bytes,
+            "parameters": self.parameters,
+            "dtype": self.dtype,
+            "notes": list(self.notes),
+        }
+        return {k: v for k, v in summary.items() if v is not None}
+
+    @staticmethod
+    def from_summary(
+        uri: str, repo_id: str, repo_type: RepoType, revision: str, summary: Mapping[str, Any]
+    ) -> "ResolvedSource":
+        """The inverse of summary(); raises ValueError (or KeyError, TypeError) on a malformed one."""
+        parameters, dtype = summary.get("parameters"), summary.get("dtype")
+        return ResolvedSource(
+            uri=uri,
+            repo_id=repo_id,
+            repo_type=repo_type,
+            revision=revision,
+            sha=str(summary["sha"]),
+            files=(),
+            parameters=None if parameters is None else int(parameters),
+            dtype=None if dtype is None else str(dtype),
+            notes=tuple(str(n) for n in summary.get("notes") or ()),
+            counts=Counts(int(summary["files"]), int(summary["bytes"])),
+        )
 
 
 @dataclass(frozen=True)
-class Pinned:
-    """What a model's status remembers of a resolution: enough to keep serving it while the hub is down."""
+class Counts:
+    """How many files a resolution selected and their total size, without the list itself."""
 
     files: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """One entry of spec.adapters, pinned."""
+
+    name: str
+    source: ResolvedSource

@@ -52,8 +52,9 @@ class Source(ApiModel):
     """Branch, tag or commit sha. A branch is resolved to a commit once; status.resolvedRevision pins it,
     and the weights change only when the branch moves and the operator resolves it again."""
     token_secret_ref: SecretKeyRef | None = None
-    """The hub token for gated or private models. It reaches the pull Job through an environment
-    variable from the Secret and is never written to status, events, logs or pod arguments."""
+    """The hub token for gated or private models. The operator never reads it: it reaches the model's
+    resolve and pull Jobs through an environment variable from the Secret, and is never written to status,
+    events, logs or pod arguments."""
     include: Annotated[
         list[Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=64)
     ] = None
@@ -114,6 +115,9 @@ class Vllm(ApiModel):
     """Fraction of each GPU's memory vLLM may use. vLLM's default is 0.9."""
     tensor_parallel_size: Annotated[int | None, Field(ge=1, le=64)] = None
     """Default: serving.gpus."""
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = None
+    """The largest LoRA rank spec.adapters may hold (vLLM's --max-lora-rank; it reserves memory for it).
+    Default 16, or the fine-tuned adapter's rank when larger."""
     extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]] | None, Field(max_length=64)] = None
     """Appended to the command line as written, e.g. [--enable-prefix-caching]. Flags moorage manages
     (--port, --served-model-name, --tensor-parallel-size, --enable-lora, ...) are refused: use the typed
@@ -228,14 +232,52 @@ class Cache(ApiModel):
     storage class offers nothing else and all replicas fit on one node."""
 
 
+ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class AdapterSource(ApiModel):
+    """A LoRA adapter served beside the base weights, under a model name of its own."""
+
+    rules = (
+        Rule(
+            cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
+            message="must be hf://<org>/<name>, an adapter repository on the hub",
+            check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
+            field="uri",
+        ),
+    )
+
+    name: Annotated[str, Field(pattern=ADAPTER_NAME, max_length=63)]
+    """The model name clients ask for (`model` in the OpenAI API)."""
+    uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
+    """hf://<org>/<name>: a PEFT LoRA repository (adapter_config.json, adapter_model.safetensors), pulled
+    into the model's weights volume like the base (verified, resumable, shared by every model using it)."""
+    revision: Annotated[str, Field(min_length=1, max_length=255, pattern=REVISION_PATTERN)] = "main"
+    """Branch, tag or commit sha, pinned to a commit like the base's."""
+
+
+_UNIQUE_ADAPTERS = Rule(
+    cel="!has(self.adapters) || self.adapters.all(a, self.adapters.exists_one(b, b.name == a.name))",
+    message="adapters: each name once",
+    check=lambda s: len({a.name for a in s.adapters or ()}) == len(s.adapters or ()),
+    field="adapters",
+)
+
+
 class OpenSourceModelSpec(ApiModel):
     """An open-source model, served by vLLM and optionally fine-tuned first."""
+
+    rules = (_UNIQUE_ADAPTERS,)
 
     source: Source
     serving: Serving = Serving()
     cache: Cache = Cache()
     fine_tune: FineTune | None = None
     """Train a LoRA adapter first, then serve base + adapter."""
+    adapters: Annotated[list[AdapterSource] | None, Field(max_length=32)] = None
+    """LoRA adapters served beside the base (and the fine-tuned adapter), each under its own name. Adding
+    or removing one restarts no pod: vLLM loads an adapter on its first request from the weights volume.
+    Setting the list for the first time (even to []) rolls the pods once, to serve adapters at all."""
 
     @classmethod
     def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":

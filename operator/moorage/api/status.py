@@ -83,6 +83,20 @@ class FineTuneStatus(ApiModel):
     duration_seconds: float | None = None
 
 
+class AdapterStatus(ApiModel):
+    """One adapter of spec.adapters (or one just removed from it)."""
+
+    name: str
+    """The model name it answers to."""
+    uri: str
+    revision: str | None = None
+    """The commit it was pinned to."""
+    state: Literal["Pulling", "Served", "Removing", "Failed"]
+    """Served: on the volume, and loaded by each replica on its first request for it. Removing: taken out
+    of spec.adapters, being unloaded from the replicas that loaded it."""
+    message: str | None = None
+
+
 class OpenSourceModelStatus(ApiModel):
     """What the operator observed. Written only by the operator."""
 
@@ -103,6 +117,8 @@ class OpenSourceModelStatus(ApiModel):
     endpoint: str | None = None
     """Base URL of the OpenAI-compatible API inside the cluster."""
     served_model_name: str | None = None
+    adapters: tuple[AdapterStatus, ...] | None = None
+    """spec.adapters as served, with the commit of each."""
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

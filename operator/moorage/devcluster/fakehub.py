@@ -34,6 +34,8 @@ __all__ = [
     "TINY_BIN",
     "TINY_DATASET",
     "TINY_GATED",
+    "TINY_LORAS",
+    "TINY_LORA_OTHER_BASE",
     "TINY_MODEL",
     "TINY_REMOTE_CODE",
     "TINY_SERVABLE",
@@ -58,6 +60,10 @@ TINY_BIN = "moorage/tiny-llama-bin"
 TINY_GATED = "moorage/tiny-gated"
 TINY_DATASET = "moorage/tiny-chat"
 TINY_SERVABLE = "moorage/tiny-llama-64"
+TINY_LORAS = ("moorage/tiny-llama-64-lora-a", "moorage/tiny-llama-64-lora-b")
+"""LoRA adapters of TINY_SERVABLE."""
+TINY_LORA_OTHER_BASE = "moorage/tiny-llama-lora"
+"""A LoRA adapter of TINY_MODEL: not one TINY_SERVABLE can serve."""
 """A tiny llama that vLLM's CPU kernels serve: head_dim 64 (they refuse 16)."""
 SERVABLE_SHAPE = tinymodel.TinyLlama(
     vocab_size=256, hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2
@@ -85,6 +91,9 @@ def demo_repos() -> Iterator[DemoRepo]:
     yield DemoRepo(TINY_GATED, tinymodel.model_files(), gated=True, token=DEMO_TOKEN)
     yield DemoRepo(TINY_DATASET, tinymodel.chat_dataset_files(), repo_type="dataset")
     yield DemoRepo(TINY_SERVABLE, tinymodel.model_files(SERVABLE_SHAPE))
+    for seed, repo in enumerate(TINY_LORAS, start=1):
+        yield DemoRepo(repo, tinymodel.lora_files(SERVABLE_SHAPE, TINY_SERVABLE, seed=seed))
+    yield DemoRepo(TINY_LORA_OTHER_BASE, tinymodel.lora_files(tinymodel.TinyLlama(), TINY_MODEL, rank=4))
 
 
 def add_demo_repos(hub: FakeHub) -> dict[str, str]:

@@ -215,6 +215,40 @@ def model_files(
     return files
 
 
+def lora_files(model: TinyLlama, base_repo: str, *, rank: int = 8, seed: int = 1) -> dict[str, bytes]:
+    """A PEFT LoRA adapter of `model` on q_proj and v_proj, as `save_pretrained` writes it: small noise
+    in both matrices, so it loads in vLLM and changes the output a little."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible noise, not a secret
+    h, kv = model.hidden_size, model.num_key_value_heads * model.head_dim
+    tensors: dict[str, tuple[str, tuple[int, ...], bytes]] = {}
+    for layer in range(model.num_hidden_layers):
+        for module, out in (("q_proj", h), ("v_proj", kv)):
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            for name, shape in (
+                (f"{prefix}.lora_A.weight", (rank, h)),
+                (f"{prefix}.lora_B.weight", (out, rank)),
+            ):
+                values = [rng.gauss(0.0, 0.02) for _ in range(_count(shape))]
+                tensors[name] = ("BF16", shape, b"".join(bf16(v) for v in values))
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_repo,
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+    return {
+        "adapter_config.json": _json(config),
+        "adapter_model.safetensors": safetensors_bytes(tensors),
+        "README.md": b"# a tiny LoRA adapter, for tests\n",
+    }
+
+
 def chat_dataset_files(rows: int = 8) -> dict[str, bytes]:
     """A tiny chat dataset in the messages format fine-tuning reads."""
     lines = [

@@ -6,9 +6,6 @@ the operator reads them back to fill status. The hub token comes from HF_TOKEN a
 """
 
 import argparse
-import errno
-import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,18 +13,15 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from moorage.api.layout import snapshot_dir
-from moorage.api.programs import TERMINATION_LOG, ExitCode, Report
+from moorage.api.programs import ExitCode, Report
 from moorage.api.resolved import ResolvedSource
 from moorage.hub import snapshot
-from moorage.hub.errors import HubError, InsufficientDiskError, redact
 from moorage.hub.uri import endpoint_or_default, is_full_sha, parse_uri
+from moorage.jobs.report import failure, finish, hub_token, log_to_stdout, say, since
 
 if TYPE_CHECKING:
     from moorage.hub.remote import Backoff
     from moorage.hub.resolution import Commit
-
-TERMINATION_LOG_ENV = "MOORAGE_TERMINATION_LOG"
-TOKEN_ENV = "HF_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,55 +58,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-
-
-class _SayHandler(logging.Handler):
-    """Retries and stalls logged by moorage.hub go to stdout with the rest, for `kubectl logs`."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        say(self.format(record))
-
-
-def _log_to_stdout() -> None:
-    logger = logging.getLogger("moorage")
-    if not any(isinstance(h, _SayHandler) for h in logger.handlers):
-        logger.addHandler(_SayHandler())
-        logger.setLevel(logging.INFO)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _log_to_stdout()
-    token = os.environ.get(TOKEN_ENV) or None
+    log_to_stdout()
+    token = hub_token()
     started = time.monotonic()
     code = ExitCode.OK
     try:
         report = pull(args, token, started)
     except Exception as e:
-        code, report = failure(e, token, started)
-    say(f"pull: {'done' if report.ok else 'failed'}: {report.reason}: {report.message}")
-    report.write(Path(os.environ.get(TERMINATION_LOG_ENV) or TERMINATION_LOG))
-    return int(code)
-
-
-def failure(error: Exception, token: str | None, started: float) -> tuple[ExitCode, Report]:
-    """The exit code and report for an error that ended the pull."""
-    details: dict[str, object] = {"seconds": _since(started)}
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        # Despite the check before the start: something else filled the volume.
-        error = InsufficientDiskError(f"the weights volume is full: {error.strerror}")
-    if isinstance(error, HubError):
-        code = ExitCode.RETRYABLE if error.retryable else ExitCode.PERMANENT
-        return code, Report(False, error.reason, redact(error.message, token), details)
-    if isinstance(error, OSError):
-        # The volume not mounted yet, a flaky network filesystem...: worth another try.
-        message = f"{error.strerror or error}: {error.filename or ''}"
-        return ExitCode.RETRYABLE, Report(False, "StorageError", redact(message, token), details)
-    return ExitCode.RETRYABLE, Report(
-        False, "PullFailed", redact(f"{type(error).__name__}: {error}", token), details
-    )
+        code, report = failure(e, token, started, "PullFailed")
+    return finish("pull", report, code)
 
 
 def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
@@ -146,7 +102,7 @@ def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:
     commit = Commit(endpoint, resolved.repo_id, resolved.repo_type, resolved.sha, token)
     transferred = fetch_all(resolved, directory, commit, args, backoff)
     snapshot.write_marker(directory, resolved, include)
-    seconds = _since(started)
+    seconds = since(started)
     return Report(
         True,
         "Pulled",
@@ -202,16 +158,12 @@ def _cached(directory: Path, started: float) -> Report:
             "files": len(files) if isinstance(files, list) else 0,
             "bytes": marker.get("total"),
             "sha": marker.get("sha"),
-            "seconds": _since(started),
+            "seconds": since(started),
             "transferred": 0,
             "cached": True,
             "path": str(directory),
         },
     )
-
-
-def _since(started: float) -> float:
-    return round(time.monotonic() - started, 3)
 
 
 if __name__ == "__main__":

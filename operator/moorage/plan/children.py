@@ -7,7 +7,7 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import finetune, serving, weights
+from moorage.plan import adapters, finetune, resolve, serving, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
@@ -45,6 +45,8 @@ def desired_target(model: OpenSourceModel, observed: Observed) -> ServingTarget 
 def _ready(model: OpenSourceModel, observed: Observed) -> bool:
     """The desired target's weights, and adapter, are whole on the volume."""
     pulled = observed.pull is not None and observed.pull.succeeded
+    if adapters.enabled(model) and not (observed.adapters_job and observed.adapters_job.succeeded):
+        return False  # the served-adapters directory must exist before vLLM starts with the resolver
     if model.spec.fine_tune:
         return pulled and observed.finetune is not None and observed.finetune.succeeded
     return pulled
@@ -52,6 +54,8 @@ def _ready(model: OpenSourceModel, observed: Observed) -> bool:
 
 def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan:
     children: list[Manifest] = [serving.service(model)]
+    if resolve.needs_job(model):
+        children.append(resolve.resolve_job(model, config))
     desired = desired_target(model, observed)
     resolved = observed.resolved
     if resolved is not None and observed.problem is None:
@@ -60,6 +64,8 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
             children.append(weights.pull_job(model, resolved, config))
         if model.spec.fine_tune and observed.pull is not None and observed.pull.succeeded:
             children.append(finetune.finetune_job(model, resolved, observed.dataset, config))
+        if adapters.enabled(model) and observed.pull is not None and observed.pull.succeeded:
+            children.append(adapters.adapters_job(model, resolved, observed.adapters, config))
     current = ServingTarget.from_annotations(observed.deployment.annotations) if observed.deployment else None
     target = (
         desired if desired is not None and observed.problem is None and _ready(model, observed) else current

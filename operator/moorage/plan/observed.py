@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moorage.api.programs import Report
-from moorage.api.resolved import ResolvedSource
+from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,10 @@ class Observed:
     """A problem found before any child is planned: resolution, sizing, a bad reference."""
     pull: JobState | None = None
     finetune: JobState | None = None
+    adapters: tuple[ResolvedAdapter, ...] = ()
+    """spec.adapters, pinned (empty until the source is resolved)."""
+    adapters_job: JobState | None = None
+    """The Job that pulls spec.adapters and lays them out for vLLM."""
     deployment: DeploymentState | None = None
     serving_blocked: Problem | None = None
     """Why serving pods of a rollout do not come up: unschedulable, image pull, crash loop."""

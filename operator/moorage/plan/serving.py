@@ -9,6 +9,7 @@ from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import parse_quantity
 from moorage.api.resources import default_requests, kv_cache_gib
 from moorage.api.spec import Resources
+from moorage.plan import adapters
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels, selector
 from moorage.plan.placement import place
@@ -103,15 +104,14 @@ def vllm_args(model: OpenSourceModel, target: ServingTarget) -> list[str]:
             args += [flag, str(value)]
     if model.spec.source.trust_remote_code:
         args.append("--trust-remote-code")
-    if target.adapter:
-        adapter = target.adapter
-        args += [
-            "--enable-lora",
-            "--lora-modules",
-            f"{adapter.served_name}={adapter.path}",
-            "--max-lora-rank",
-            str(_lora_rank_bucket(adapter.rank)),
-        ]
+    if target.adapter or adapters.enabled(model):
+        # Flags in the order earlier versions wrote them: an operator upgrade rolls no fine-tuned model.
+        args.append("--enable-lora")
+        ranks = [adapters.max_rank(model)] if adapters.enabled(model) else []
+        if target.adapter:
+            args += ["--lora-modules", f"{target.adapter.served_name}={target.adapter.path}"]
+            ranks.append(target.adapter.rank)
+        args += ["--max-lora-rank", str(_lora_rank_bucket(max(ranks)))]
     return args + list(vllm.extra_args or ())
 
 
@@ -155,7 +155,7 @@ def _env(model: OpenSourceModel, target: ServingTarget, requests: dict[str, str]
         # as CPUs requested.
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         env["OMP_NUM_THREADS"] = str(max(1, math.ceil(parse_quantity(requests["cpu"]))))
-    return [{"name": k, "value": v} for k, v in env.items()]
+    return [{"name": k, "value": v} for k, v in env.items()] + adapters.pod_env(model)
 
 
 def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:

@@ -1,12 +1,20 @@
 """The model's status, derived from what was observed and planned: pure, so every case is a unit test."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import gib
-from moorage.api.status import Condition, ConditionType, FineTuneStatus, OpenSourceModelStatus, WeightsStatus
-from moorage.plan import meta
+from moorage.api.status import (
+    AdapterStatus,
+    Condition,
+    ConditionType,
+    FineTuneStatus,
+    OpenSourceModelStatus,
+    WeightsStatus,
+)
+from moorage.plan import adapters, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
@@ -38,7 +46,7 @@ def _weights(observed: Observed) -> Verdict:
     )
     pull = observed.pull
     if pull is not None and pull.succeeded:
-        if resolved.pinned:
+        if resolved.hub_down:
             return Verdict(True, "Pulled", f"{what} verified on the cache volume; {HUB_DOWN}")
         return Verdict(True, "Pulled", f"{what} verified on the cache volume")
     if pull is not None and pull.blocked:
@@ -68,6 +76,47 @@ def _fine_tuned(model: OpenSourceModel, observed: Observed, weights: Verdict) ->
     return Verdict(False, "Training", "training the LoRA adapter")
 
 
+def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> Verdict | None:
+    """spec.adapters on the volume, laid out for vLLM; None without the list, or before the weights."""
+    if not adapters.enabled(model) or not weights.status:
+        return None
+    job, names = observed.adapters_job, ", ".join(a.name for a in observed.adapters) or "none"
+    if job is not None and job.succeeded:
+        return Verdict(True, "AdaptersReady", f"adapters served: {names}")
+    if job is not None and job.failed:
+        problem = _job_problem(job, "AdaptersFailed")
+        return Verdict(False, problem.reason, problem.message)
+    if job is not None and job.blocked:
+        return Verdict(
+            False, job.blocked.reason, f"the adapters Job's pod cannot start: {job.blocked.message}"
+        )
+    return Verdict(False, "PullingAdapters", f"pulling adapters: {names}")
+
+
+def _adapter_statuses(
+    model: OpenSourceModel, observed: Observed, verdict: Verdict | None, removing: tuple[AdapterStatus, ...]
+) -> tuple[AdapterStatus, ...] | None:
+    if observed.resolved is None:
+        return model.status.adapters  # nothing new is known
+    if verdict is None:
+        return removing or None
+    job = observed.adapters_job
+    state: Literal["Pulling", "Served", "Failed"] = (
+        "Served" if verdict.status else "Failed" if job is not None and job.failed else "Pulling"
+    )
+    listed = tuple(
+        AdapterStatus(
+            name=a.name,
+            uri=a.source.uri,
+            revision=a.source.sha,
+            state=state,
+            message=None if state == "Served" else verdict.message,
+        )
+        for a in observed.adapters
+    )
+    return listed + removing
+
+
 def _available(observed: Observed) -> Verdict:
     deployment = observed.deployment
     if deployment is None:
@@ -91,6 +140,9 @@ def _stall(
         return Problem(weights.reason, weights.message)
     if tuned is not None and observed.finetune and observed.finetune.failed:
         return Problem(tuned.reason, tuned.message)
+    served = _adapters(model, observed, weights)
+    if served is not None and observed.adapters_job and observed.adapters_job.failed:
+        return Problem(served.reason, served.message)
     deployment = observed.deployment
     if deployment and deployment.progress_deadline_exceeded is not None:
         deadline = model.spec.serving.rollout.deadline()
@@ -102,7 +154,13 @@ def _stall(
 
 
 def _ready(
-    model: OpenSourceModel, observed: Observed, plan: Plan, weights: Verdict, tuned: Verdict | None
+    model: OpenSourceModel,
+    observed: Observed,
+    plan: Plan,
+    weights: Verdict,
+    tuned: Verdict | None,
+    *,
+    served: Verdict | None,
 ) -> Verdict:
     if observed.problem:
         return Verdict(False, observed.problem.reason, observed.problem.message)
@@ -110,6 +168,8 @@ def _ready(
         return Verdict(False, weights.reason, weights.message)
     if tuned is not None and not tuned.status:
         return Verdict(False, tuned.reason, tuned.message)
+    if served is not None and not served.status:
+        return Verdict(False, served.reason, served.message)
     deployment = observed.deployment
     # The Deployment observed must be the one planned: same target, same spec, fully rolled out.
     planned = next((c for c in plan.children if c["kind"] == "Deployment"), None)
@@ -173,14 +233,16 @@ def status(
     now: str,
     *,
     failure: Problem | None = None,
+    removing: tuple[AdapterStatus, ...] = (),
 ) -> OpenSourceModelStatus:
     """The status to write: the previous status only lends its transition times. `failure` is what stopped
     this reconcile half-way (the API server refused a child): the model is not Ready while it lasts."""
     previous = model.status
     weights = _weights(observed)
     tuned = _fine_tuned(model, observed, weights)
+    served = _adapters(model, observed, weights)
     stall = _stall(model, observed, weights, tuned)
-    ready = _ready(model, observed, plan, weights, tuned)
+    ready = _ready(model, observed, plan, weights, tuned, served=served)
     if failure is not None:
         ready = Verdict(False, failure.reason, failure.message)
     verdicts: dict[ConditionType, Verdict | None] = {
@@ -231,6 +293,7 @@ def status(
         selector=",".join(f"{k}={v}" for k, v in meta.selector(model).items()),
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
+        adapters=_adapter_statuses(model, observed, served, removing),
     )
 
 

@@ -10,7 +10,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Secret, Service
+from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
@@ -25,7 +25,6 @@ KINDS: dict[str, Any] = {
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
     "PodDisruptionBudget": PodDisruptionBudget,
-    "Secret": Secret,
     "Service": Service,
 }
 

@@ -1,16 +1,15 @@
 """Reading the world of one model: its source on the hub, its children, their pods."""
 
-import base64
 import logging
 from dataclasses import dataclass, replace
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
-from moorage.api.resolved import Pinned, ResolvedSource
+from moorage.api.resolved import Counts, ResolvedAdapter, ResolvedSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
-from moorage.plan import finetune, weights
+from moorage.plan import adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import selector
 from moorage.plan.observed import (
@@ -46,56 +45,180 @@ class SourceProblemError(Exception):
         self.problem = problem
 
 
-async def _token(kube: Kube, model: OpenSourceModel) -> str | None:
-    ref = model.spec.source.token_secret_ref
-    if ref is None:
-        return None
-    namespace = model.metadata.namespace
-    secret = await kube.get("Secret", namespace, ref.name)
-    encoded = ((secret or {}).get("data") or {}).get(ref.key)
-    if encoded:
-        return base64.b64decode(encoded).decode()
-    missing = f"no key {ref.key!r} in Secret {ref.name!r}" if secret else f"Secret {ref.name!r} not found"
-    raise SourceProblemError(
-        Problem(
-            "TokenSecretNotFound",
-            f"spec.source.tokenSecretRef: {missing} in namespace {namespace!r}",
-            retryable=True,
-        )
-    )
+Adapters = tuple[ResolvedAdapter, ...]
 
 
 async def _sources(
     kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig
+) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
+    """The source (and hub dataset, and adapters) pinned to commits; None while a resolve Job is at work."""
+    if resolve.needs_job(model):
+        resolved, dataset, adapters = await _resolved_in_job(kube, model)
+    else:
+        resolved, dataset = await _resolved_here(resolver, model)
+        adapters = await _adapters_here(resolver, model)
+    if resolved is not None and (problem := serving_problem(model, resolved, config)) is not None:
+        raise SourceProblemError(problem)
+    return resolved, dataset, adapters
+
+
+async def _adapters_here(resolver: Resolver, model: OpenSourceModel) -> Adapters:
+    """spec.adapters pinned, anonymously. A hub outage keeps the commits status remembers."""
+    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
+    pinned: list[ResolvedAdapter] = []
+    for wanted in model.spec.adapters or ():
+        try:
+            source = await resolver(wanted.uri, wanted.revision, adapters.INCLUDE)
+        except HubError as error:
+            sha = remembered.get((wanted.name, wanted.uri))
+            if not error.retryable or sha is None:
+                message = f"spec.adapters {wanted.name!r}: {error.message}"
+                raise SourceProblemError(Problem(error.reason, message, error.retryable)) from error
+            repo_id, repo_type = parse_uri(wanted.uri)
+            source = ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, (), hub_down=True)
+        pinned.append(ResolvedAdapter(wanted.name, source))
+    return tuple(pinned)
+
+
+async def _resolved_here(
+    resolver: Resolver, model: OpenSourceModel
 ) -> tuple[ResolvedSource, ResolvedSource | None]:
+    """A source without a token: the operator asks the hub itself, anonymously."""
     source = model.spec.source
-    token = await _token(kube, model)
     try:
-        resolved = await resolver(source.uri, source.revision, source.include, token)
+        resolved = await resolver(source.uri, source.revision, source.include)
         check_trust(resolved, source.trust_remote_code)
         dataset = None
         tune = model.spec.fine_tune
         if tune and tune.dataset.from_hub:
-            dataset = await resolver(tune.dataset.uri, tune.dataset.revision, None, token)
+            dataset = await resolver(tune.dataset.uri, tune.dataset.revision, None)
     except HubError as error:
         if not error.retryable:
             raise SourceProblemError(Problem(error.reason, error.message)) from error
         # The hub is down (an operator restart forgot what it said): what status pinned still stands.
-        resolved, dataset = _as_pinned(model, error)
-    problem = serving_problem(model, resolved, config)
-    if problem is not None:
-        raise SourceProblemError(problem)
+        stalled = _stalled(model)
+        if stalled is not None:
+            raise SourceProblemError(stalled) from error
+        pinned = _from_status(model)
+        if pinned is None:
+            raise SourceProblemError(Problem(error.reason, error.message, retryable=True)) from error
+        log.warning("%s/%s: %s; the pinned %s stands", *model.key, error.message, pinned[0].sha[:12])
+        return replace(pinned[0], hub_down=True), pinned[1]
     return resolved, dataset
 
 
-def _as_pinned(model: OpenSourceModel, error: HubError) -> tuple[ResolvedSource, ResolvedSource | None]:
-    """The resolution the model's status remembers, for a source the spec has not changed since; else the
-    outage (retried). A model stalled for a reason a person must fix stays stalled: nothing the hub could
-    say now is known, and the spec is the one that stalled."""
-    previous, spec = model.status, model.spec
+async def _resolved_in_job(
+    kube: Kube, model: OpenSourceModel
+) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
+    """A source with a token: its resolve Job (which alone gets the token) reports what it found."""
+    namespace, name = model.metadata.namespace, resolve.job_name(model)
+    job, state = await _job(kube, namespace, name, resolve.CONTAINER)
+    if job is None or state is None:
+        return None, None, ()  # the plan creates the Job
+    report = state.report
+    if state.succeeded and report is not None and report.ok:
+        try:
+            return _from_report(model, report.details)
+        except (KeyError, TypeError, ValueError) as error:
+            raise SourceProblemError(
+                Problem("ResolveFailed", f"Job {name}: the report cannot be read ({error!r})")
+            ) from error
+    if state.failed:
+        reason = report.reason if report and not report.ok else "ResolveFailed"
+        message = report.message if report and not report.ok else state.failure_message
+        message = message or f"Job {name} failed; see its pod's logs"
+        # Access granted on the hub later changes nothing in the spec: say how to try again.
+        raise SourceProblemError(Problem(reason, f"{message} (to resolve again: kubectl delete job {name})"))
+    if state.succeeded:
+        # Its pod is gone (garbage-collected) with the report: status remembers the resolution.
+        pinned = _from_status(model)
+        if pinned is not None:
+            return *pinned, _adapters_from_status(model)
+        raise SourceProblemError(
+            Problem(
+                "ResolveFailed",
+                f"Job {name} finished without a report (its pod is gone); delete the Job to resolve again",
+            )
+        )
+    if state.blocked is not None:
+        raise SourceProblemError(_blocked(model, state.blocked))
+    return None, None, ()
+
+
+def _from_report(
+    model: OpenSourceModel, details: dict[str, object]
+) -> tuple[ResolvedSource, ResolvedSource | None, Adapters]:
+    """What the resolve Job found (ResolvedSource.summary of each); raises on a malformed report."""
+
+    def pinned(uri: str, revision: str, summary: object) -> ResolvedSource:
+        assert isinstance(summary, dict), "a mapping"
+        repo_id, repo_type = parse_uri(uri)
+        return ResolvedSource.from_summary(uri, repo_id, repo_type, revision, summary)
+
+    source = model.spec.source
+    resolved = pinned(source.uri, source.revision, details["source"])
+    tune = model.spec.fine_tune
+    dataset = None
+    if tune and tune.dataset.from_hub:
+        dataset = pinned(tune.dataset.uri, tune.dataset.revision, details["dataset"])
+    found = details.get("adapters") or {}
+    assert isinstance(found, dict), "a mapping"
+    adapters = tuple(
+        ResolvedAdapter(a.name, pinned(a.uri, a.revision, found[a.name])) for a in model.spec.adapters or ()
+    )
+    return resolved, dataset, adapters
+
+
+def _adapters_from_status(model: OpenSourceModel) -> Adapters:
+    """The commits status remembers for spec.adapters; raises when one is not known."""
+    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
+    pinned: list[ResolvedAdapter] = []
+    for wanted in model.spec.adapters or ():
+        sha = remembered.get((wanted.name, wanted.uri))
+        if sha is None:
+            problem = Problem(
+                "ResolveFailed", f"spec.adapters {wanted.name!r}: not resolved; delete the resolve Job"
+            )
+            raise SourceProblemError(problem)
+        repo_id, repo_type = parse_uri(wanted.uri)
+        pinned.append(
+            ResolvedAdapter(
+                wanted.name, ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, ())
+            )
+        )
+    return tuple(pinned)
+
+
+def _blocked(model: OpenSourceModel, blocked: Problem) -> Problem:
+    """Why the resolve Job's pod cannot start; a missing Secret or key (as the kubelet says) names the
+    field."""
+    ref, namespace = model.spec.source.token_secret_ref, model.metadata.namespace
+    if ref is not None and blocked.reason == "PodConfigInvalid":
+        missing = None
+        if f'secret "{ref.name}" not found' in blocked.message:
+            missing = f"Secret {ref.name!r} not found"
+        elif f"couldn't find key {ref.key} in Secret" in blocked.message:
+            missing = f"no key {ref.key!r} in Secret {ref.name!r}"
+        if missing:
+            message = f"spec.source.tokenSecretRef: {missing} in namespace {namespace!r}"
+            return Problem("TokenSecretNotFound", message, retryable=True)
+    return Problem(blocked.reason, f"the resolve Job's pod cannot start: {blocked.message}", retryable=True)
+
+
+def _stalled(model: OpenSourceModel) -> Problem | None:
+    """A model stalled for a reason a person must fix stays stalled while nothing can be asked: the spec is
+    the one that stalled."""
+    previous = model.status
     stalled = previous.condition(ConditionType.STALLED)
     if stalled and stalled.status == "True" and previous.observed_generation == model.metadata.generation:
-        raise SourceProblemError(Problem(stalled.reason, stalled.message))
+        return Problem(stalled.reason, stalled.message)
+    return None
+
+
+def _from_status(model: OpenSourceModel) -> tuple[ResolvedSource, ResolvedSource | None] | None:
+    """The resolution the model's status remembers, for a source the spec has not changed since and weights
+    verified on the volume; None when status cannot stand in."""
+    previous, spec = model.status, model.spec
     weights, tuned = previous.weights, previous.fine_tune
     pulled = previous.condition(ConditionType.WEIGHTS_READY)
     dataset = spec.fine_tune.dataset if spec.fine_tune and spec.fine_tune.dataset.from_hub else None
@@ -108,10 +231,8 @@ def _as_pinned(model: OpenSourceModel, error: HubError) -> tuple[ResolvedSource,
         or pulled.status != "True"
         or (dataset is not None and dataset_sha is None)
     ):
-        raise SourceProblemError(Problem(error.reason, error.message, retryable=True)) from error
-    sha = previous.resolved_revision
-    log.warning("%s/%s: %s; the pinned %s stands", *model.key, error.message, sha[:12])
-    resolved = _pinned(spec.source.uri, spec.source.revision, sha, weights)
+        return None
+    resolved = _pinned(spec.source.uri, spec.source.revision, previous.resolved_revision, weights)
     if dataset is None or dataset_sha is None:
         return resolved, None
     return resolved, _pinned(dataset.uri, dataset.revision, dataset_sha, WeightsStatus())
@@ -119,9 +240,8 @@ def _as_pinned(model: OpenSourceModel, error: HubError) -> tuple[ResolvedSource,
 
 def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> ResolvedSource:
     repo_id, repo_type = parse_uri(uri)
-    return ResolvedSource(
-        uri, repo_id, repo_type, revision, sha, (), pinned=Pinned(weights.files or 0, weights.bytes or 0)
-    )
+    counts = Counts(weights.files or 0, weights.bytes or 0)
+    return ResolvedSource(uri, repo_id, repo_type, revision, sha, (), counts=counts)
 
 
 async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
@@ -185,13 +305,14 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
     namespace, name = model.metadata.namespace, model.metadata.name
     live: dict[tuple[str, str], Obj] = {}
     resolved = dataset = problem = None
+    pinned_adapters: Adapters = ()
     try:
-        resolved, dataset = await _sources(kube, resolver, model, config)
+        resolved, dataset, pinned_adapters = await _sources(kube, resolver, model, config)
         await _check_dataset_claim(kube, model)
     except SourceProblemError as error:
         problem = error.problem
 
-    pull = tuned = None
+    pull = tuned = adapters_job = None
     if resolved is not None:
         claim_name = weights.claim_name(model, resolved)
         claim = await kube.get("PersistentVolumeClaim", namespace, claim_name)
@@ -206,6 +327,11 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         if model.spec.fine_tune:
             job_name = finetune.job_name(model, resolved, dataset)
             job, tuned = await _job(kube, namespace, job_name, "finetune")
+            if job:
+                live["Job", job_name] = job
+        if adapters.enabled(model):
+            job_name = adapters.job_name(model, resolved, pinned_adapters)
+            job, adapters_job = await _job(kube, namespace, job_name, adapters.CONTAINER)
             if job:
                 live["Job", job_name] = job
 
@@ -226,6 +352,8 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         problem=problem,
         pull=pull,
         finetune=tuned,
+        adapters=pinned_adapters,
+        adapters_job=adapters_job,
         deployment=deployment_state,
         serving_blocked=blocked,
     )

@@ -15,15 +15,16 @@ from pydantic import ValidationError
 from moorage.api.errors import describe
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.spec import OpenSourceModelSpec
-from moorage.api.status import ConditionType, OpenSourceModelStatus
-from moorage.plan import weights
+from moorage.api.status import AdapterStatus, ConditionType, OpenSourceModelStatus
+from moorage.plan import adapters, weights
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
-from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL
+from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL, selector
 from moorage.plan.observed import Problem
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
+from moorage.reconcile.adapters import unload
 from moorage.reconcile.kube import Kube, Obj, namespace_terminating
 from moorage.reconcile.observe import World, observe
 from moorage.reconcile.resolver import Resolver
@@ -90,9 +91,35 @@ class Reconciler:
             failed = status(model, world.observed, the_plan, self.config, _now(), failure=error.problem)
             await self._write_status(raw, previous, failed)
             raise
-        new = status(model, world.observed, the_plan, self.config, _now())
+        removing = await self._unload_removed_adapters(model, world)
+        new = status(model, world.observed, the_plan, self.config, _now(), removing=removing)
         await self._write_status(raw, previous, new)
         return _next_look(new)
+
+    async def _unload_removed_adapters(
+        self, model: OpenSourceModel, world: World
+    ) -> tuple[AdapterStatus, ...]:
+        """Adapters status still lists but spec.adapters no longer does: once the served directory lost them
+        (the adapters Job of the current list succeeded), each ready replica unloads them. Those not yet
+        unloaded everywhere stay listed as Removing."""
+        if world.observed.resolved is None:
+            return ()  # nothing is known of the list now; status keeps what it said
+        listed = {a.name for a in world.observed.adapters}
+        gone = [a for a in model.status.adapters or () if a.name not in listed]
+        if not gone:
+            return ()
+        job = world.observed.adapters_job
+        if adapters.enabled(model) and not (job and job.succeeded):
+            return tuple(a.model_copy(update={"state": "Removing", "message": None}) for a in gone)
+        pods = await self.kube.select("Pod", model.metadata.namespace, selector(model))
+        unloaded = await unload(pods, [a.name for a in gone])
+        for name in sorted(unloaded):
+            log.info("%s/%s: adapter %s is no longer served", *model.key, name)
+        return tuple(
+            a.model_copy(update={"state": "Removing", "message": "being unloaded from the replicas"})
+            for a in gone
+            if a.name not in unloaded
+        )
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """The children at once: none waits for another, and the API server can be slow on one kind (it
@@ -231,6 +258,8 @@ STALLED_POLL = 300.0
 
 
 def _next_look(status: OpenSourceModelStatus) -> float | None:
+    if any(a.state == "Removing" for a in status.adapters or ()):
+        return IN_FLIGHT_POLL  # a replica could not be asked to unload an adapter: ask again
     if (ready := status.condition(ConditionType.READY)) is not None and ready.status == "True":
         return None
     stalled = status.condition(ConditionType.STALLED)

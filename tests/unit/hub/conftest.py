@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hub_support import Puller
 
+from moorage.api.programs import TERMINATION_LOG_ENV
 from moorage.devcluster.fakehub import FakeHub, add_demo_repos
-from moorage.jobs import pull
 
 
 @pytest.fixture
@@ -22,5 +22,5 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
 @pytest.fixture
 def run_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Puller:
     log = tmp_path / "termination-log"
-    monkeypatch.setenv(pull.TERMINATION_LOG_ENV, str(log))
+    monkeypatch.setenv(TERMINATION_LOG_ENV, str(log))
     return Puller(tmp_path / "weights", log, capsys)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from moorage.api.layout import WEIGHTS_MOUNT
-from moorage.api.programs import TERMINATION_LOG, ExitCode, Report
+from moorage.api.programs import ExitCode, Report
 from moorage.jobs.finetune import outputs
 from moorage.jobs.finetune.errors import (
     TRAINED,
@@ -21,7 +21,6 @@ from moorage.jobs.finetune.errors import (
 from moorage.jobs.finetune.launch import record_exit_code, relaunch_on_all_gpus
 from moorage.jobs.finetune.spec import load_spec
 
-TERMINATION_LOG_ENV = "MOORAGE_TERMINATION_LOG"
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 """Everything is read from local files: the hub libraries must never try the network."""
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         report = Report(ok=False, reason=TRAINING_FAILED, message=f"{type(exc).__name__}: {exc}")
         code = ExitCode.RETRYABLE
     (log.info if report.ok else log.error)("%s: %s", report.reason, report.message)
-    report.write(Path(os.environ.get(TERMINATION_LOG_ENV, str(TERMINATION_LOG))))
+    report.write()
     record_exit_code(code)
     return int(code)
 

@@ -1,0 +1,105 @@
+"""spec.adapters: the Job that pulls them onto the weights volume and lays them out for vLLM, and what the
+serving pods need to load them at request time.
+
+Why this design: vLLM's filesystem LoRA resolver loads an adapter the first time a request names it, from
+<dir>/<name>. The directory is fixed per model, so the pod template does not depend on the list: adding an
+adapter is a Job that writes one more directory, and no pod restarts. A removed adapter's directory goes,
+and the operator unloads it from the replicas that loaded it (moorage.reconcile.adapters)."""
+
+from moorage.api.layout import ADAPTER_FILES, WEIGHTS_MOUNT, content_hash, served_adapters_dir
+from moorage.api.model import OpenSourceModel
+from moorage.api.resolved import ResolvedAdapter, ResolvedSource
+from moorage.plan.config import PlanConfig
+from moorage.plan.jobs import job_spec
+from moorage.plan.meta import Manifest, child, labels, truncate_name
+from moorage.plan.security import container_security_context, pod_security_context
+from moorage.plan.weights import claim_name, hub_env, snapshot_path
+
+CONTAINER = "adapters"
+INCLUDE = ADAPTER_FILES
+DEFAULT_MAX_RANK = 16
+"""vLLM's own default --max-lora-rank."""
+
+
+def enabled(model: OpenSourceModel) -> bool:
+    """spec.adapters is set (even empty): the pods are ready to load adapters at request time."""
+    return model.spec.adapters is not None
+
+
+def served_dir(model: OpenSourceModel) -> str:
+    return str(served_adapters_dir(WEIGHTS_MOUNT, model.metadata.uid or "unknown"))
+
+
+def max_rank(model: OpenSourceModel) -> int:
+    return model.spec.serving.vllm.max_lora_rank or DEFAULT_MAX_RANK
+
+
+def pod_env(model: OpenSourceModel) -> list[dict[str, str]]:
+    """vLLM's filesystem resolver on the model's directory of served adapters. VLLM_PLUGINS stays unset: vLLM
+    then loads every general plugin, this resolver among them (the hub resolver, which downloads, only
+    when named there), and a custom image's own plugins keep working."""
+    if not enabled(model):
+        return []
+    return [
+        {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
+        {"name": "VLLM_LORA_RESOLVER_CACHE_DIR", "value": served_dir(model)},
+    ]
+
+
+def job_name(model: OpenSourceModel, base: ResolvedSource, adapters: tuple[ResolvedAdapter, ...]) -> str:
+    pinned = [(a.name, a.source.repo_id, a.source.sha) for a in adapters]
+    return truncate_name(model.metadata.name, f"adapters-{content_hash(base.sha, pinned, max_rank(model))}")
+
+
+def adapters_job(
+    model: OpenSourceModel, base: ResolvedSource, adapters: tuple[ResolvedAdapter, ...], config: PlanConfig
+) -> Manifest:
+    """`moorage adapters`: pulls each adapter (verified, into its content-addressed snapshot), checks it
+    fits the base, and makes the served directory hold exactly these adapters."""
+    args = [
+        "adapters",
+        "--dest",
+        str(WEIGHTS_MOUNT),
+        "--served-dir",
+        served_dir(model),
+        "--base-path",
+        snapshot_path(base),
+        "--base-repo",
+        base.repo_id,
+        "--max-rank",
+        str(max_rank(model)),
+    ]
+    args += [f"{a.name}={a.source.uri}@{a.source.sha}" for a in adapters]
+    container = {
+        "name": CONTAINER,
+        "image": config.operator_image,
+        "command": ["moorage"],
+        "args": args,
+        "env": [*hub_env(model, config), {"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "weights", "mountPath": str(WEIGHTS_MOUNT)},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "weights", "persistentVolumeClaim": {"claimName": claim_name(model, base)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    job_labels = labels(model, "adapters")
+    return child(
+        model,
+        api_version="batch/v1",
+        kind="Job",
+        name=job_name(model, base, adapters),
+        labels_=job_labels,
+        body={"spec": job_spec(CONTAINER, pod_spec, job_labels, backoff_limit=4)},
+    )
