@@ -30,6 +30,11 @@ def test_the_newest_body_stays_whatever_order_they_come_in() -> None:
     assert store.put(obj("a", 6))
     assert store.get("ns", "a") == obj("a", 6)
     assert store.get("other", "a") is None
+    with_managers = obj("b", 1)
+    with_managers["metadata"]["managedFields"] = [{"manager": "moorage", "fieldsV1": {}}]
+    store.put(with_managers)
+    assert store.get("ns", "b") == obj("b", 1), "nothing reads managedFields: not kept"
+    assert "managedFields" in with_managers["metadata"], "the caller's body is left as it was"
 
 
 def test_a_deleted_object_does_not_come_back_with_a_late_event_but_a_new_one_of_the_same_name_does() -> None:

@@ -77,6 +77,10 @@ class Store:
             del self._tombstones[key]
         self._unindex(key)
         body = dict(obj)
+        if "managedFields" in metadata:
+            # Often half an object's size (a volume a hundred models share has a hundred managers), and no
+            # reconcile reads it.
+            body["metadata"] = {k: v for k, v in metadata.items() if k != "managedFields"}
         self._objects[key] = body
         self._index(key, body)
         return True
