@@ -150,6 +150,9 @@ class Reconciler:
             await self.kube.delete("Job", namespace, name)
             log.info("%s/%s: replacing Job %s (its template changed)", namespace, model.metadata.name, name)
             return
+        if kind == "PersistentVolumeClaim" and live is not None and changed and _same_hash(live, manifest):
+            await self._join_claim(model, live, manifest)
+            return
         fields = [] if live is None or changed else drifted(live, manifest)
         if not changed and not fields:
             return
@@ -173,6 +176,20 @@ class Reconciler:
         log.info("%s/%s: applied %s %s", namespace, model.metadata.name, kind, name)
         if kind == "Deployment":
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
+
+    async def _join_claim(self, model: OpenSourceModel, live: Obj, manifest: Obj) -> None:
+        """Another model made this volume, as this one would: only this model's owner reference is missing.
+        Added with a patch, not an apply under a field manager per model: with a hundred models on one base,
+        each apply would rewrite a hundred managers' fields, and the cost of a model would grow with the
+        number of models."""
+        (owner,) = manifest["metadata"]["ownerReferences"]
+        if (live.get("metadata") or {}).get("ownerReferences"):
+            patch = [{"op": "add", "path": "/metadata/ownerReferences/-", "value": owner}]
+        else:
+            patch = [{"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}]
+        name = manifest["metadata"]["name"]
+        await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
+        log.info("%s/%s: joined weights volume %s", *model.key, name)
 
     async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
         """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
@@ -279,11 +296,12 @@ def _deployment_event(live: Obj | None, manifest: Obj, the_plan: Plan) -> tuple[
 
 
 def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
-    metadata = live.get("metadata") or {}
-    same = (metadata.get("annotations") or {}).get(SPEC_HASH) == manifest["metadata"]["annotations"][
-        SPEC_HASH
-    ]
-    return same and _owned_by(live, uid)
+    return _same_hash(live, manifest) and _owned_by(live, uid)
+
+
+def _same_hash(live: Obj, manifest: Obj) -> bool:
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(SPEC_HASH) == manifest["metadata"]["annotations"][SPEC_HASH])
 
 
 def _succeeded(job: Obj) -> bool:
