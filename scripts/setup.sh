@@ -3,6 +3,7 @@
 #
 #   Python venv with the package, dev tools and the fine-tune stack   (.venv → a cached venv)
 #   the local Kubernetes control plane, built from Go modules         (tests/cluster/build.sh)
+#   the Gateway API CRDs for the gateway tests, from their Go module   (tests/cluster/gateway-api.sh)
 #   helm, built from its Go module                                    (scripts/install-helm.sh)
 #   a venv with the pinned vLLM, whose own parser checks our flags    (tests/contract/setup_vllm.sh)
 #   as root on Linux: the real node (containerd, CoreDNS)               (tests/cluster/build-node.sh)
@@ -36,6 +37,7 @@ vllm_install=$!
 
 step "Test control plane (the first build compiles Kubernetes: about 10 minutes on 2 cores)"
 tests/cluster/build.sh >/dev/null
+tests/cluster/gateway-api.sh >/dev/null
 
 if [[ $(id -u) -eq 0 && $(uname -s) == Linux ]]; then
   step "The real node: containerd, CoreDNS, runc and CNI plugins (the first build takes about 10 minutes)"

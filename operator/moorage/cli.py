@@ -28,7 +28,7 @@ from moorage.plan.config import (
     DEFAULT_VLLM_IMAGE,
     PlanConfig,
 )
-from moorage.plan.observed import JobState, Observed
+from moorage.plan.observed import EVERYWHERE, JobState, Observed
 from moorage.reconcile.checks import serving_problem
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -162,7 +162,13 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
             raise UsageError(f"{model.metadata.name}: {problem.reason}: {problem.message}")
         done = JobState(succeeded=True)
         observed = Observed(
-            resolved=resolved, dataset=dataset, pull=done, finetune=done, adapters=adapters, adapters_job=done
+            resolved=resolved,
+            dataset=dataset,
+            pull=done,
+            finetune=done,
+            adapters=adapters,
+            adapters_job=done,
+            gateway_apis=EVERYWHERE,
         )
         manifests += plan(model, observed, config).children
     return manifests

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from moorage.devcluster import Cluster, dump_diagnostics, wait_for
+from moorage.devcluster.gateway import GatewayCrds
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +92,8 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def gateway_crds(cluster: Cluster) -> GatewayCrds:
+    return GatewayCrds(cluster)

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +24,11 @@ from moorage.devcluster.fakehub import (
     commit_sha,
     default_hub,
 )
+from moorage.devcluster.gateway import GatewayCrds
+from moorage.devcluster.kwok_stages import CRASH_LOOP_ARG, NEVER_READY_ARG
 from moorage.devcluster.tinymodel import model_files
 from moorage.plan.config import PlanConfig
+from moorage.plan.serving import TEMPLATE_HASH
 
 Obj = dict[str, Any]
 TIMEOUT = 60.0
@@ -319,6 +323,20 @@ def test_model_names_that_cannot_name_a_service_are_refused(
             {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replica": 2}},
             'unknown field "spec.serving.replica"',
         ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "gateway": {"route": {"gateway": {"name": "gw"}, "path": "/a//b"}},
+            },
+            "path must not contain //",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "gateway": {"endpointPicker": {"name": "e", "failureMode": "x"}},
+            },
+            "spec.gateway.endpointPicker.failureMode",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused(
@@ -471,8 +489,13 @@ def test_idle_operator_makes_no_writes_nor_reads(cluster: Cluster, operator: Run
 @pytest.mark.parametrize(
     "example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.stem
 )
-def test_rendered_children_pass_the_api_server(cluster: Cluster, example: Path) -> None:
-    """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting."""
+def test_rendered_children_pass_the_api_server(
+    cluster: Cluster, example: Path, gateway_crds: GatewayCrds
+) -> None:
+    """`moorage render` output is valid Kubernetes: the real API server's validation, without persisting.
+    InferencePools meet our stand-in for the Inference Extension's CRD (INFERENCE_POOL_CRD), HTTPRoutes the
+    Gateway API's own."""
+    gateway_crds.install()
     cluster.kubectl("create", "namespace", "ml")  # the examples' namespace; fine if it exists already
     rendered = render(load_models(str(example)), PlanConfig(), resolve=False)
     result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(rendered))
@@ -725,3 +748,257 @@ def test_a_model_on_weights_already_pulled_deploys_without_a_job(
     weights = wait_condition(cluster, namespace, "follower", "WeightsReady")
     assert "verified on the cache volume" in weights["message"]
     wait_condition(cluster, namespace, "follower", "Ready")
+
+
+def test_gateway_objects_follow_the_crds_and_the_spec(
+    cluster: Cluster, operator: Running, namespace: str, gateway_crds: GatewayCrds
+) -> None:
+    """Without the CRDs the model serves and says what is missing; once they are installed it gets its
+    InferencePool and HTTPRoute (the route passing the real Gateway API CRD's validation), with no edit of
+    the model; a change outside moorage is put back; removing the spec removes them."""
+    gateway_crds.remove()
+    picker = {"endpointPicker": {"name": "routed-epp", "failureMode": "FailOpen"}}
+    route = {
+        "gateway": {"name": "inference-gateway", "sectionName": "http"},
+        "hostnames": ["models.example.com"],
+    }
+    cluster.apply(model("routed", gateway={**picker, "route": route}), namespace=namespace)
+    wait_condition(cluster, namespace, "routed", "Ready")
+    skipped = wait_condition(
+        cluster, namespace, "routed", "GatewayReady", "False", "InferencePoolCRDNotInstalled"
+    )
+    assert "inferencepools.inference.networking.k8s.io" in skipped["message"]
+
+    gateway_crds.install()
+    started = time.monotonic()
+    wait_condition(cluster, namespace, "routed", "GatewayReady", "True", "Applied")
+    print(f"gateway objects in place {time.monotonic() - started:.1f}s after the CRDs were installed")
+    pool = get(cluster, namespace, "inferencepools.inference.networking.k8s.io", "routed")
+    assert pool["spec"]["selector"]["matchLabels"] == {
+        "moorage.dev/model": "routed",
+        "app.kubernetes.io/component": "serving",
+    }
+    assert pool["spec"]["targetPorts"] == [{"number": 8000}]
+    # The API server's defaults filled in: kind Service, core group.
+    assert pool["spec"]["endpointPickerRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "routed-epp",
+        "port": {"number": 9002},
+        "failureMode": "FailOpen",
+    }
+    assert pool["metadata"]["ownerReferences"][0]["name"] == "routed"
+    http_route = get(cluster, namespace, "httproutes.gateway.networking.k8s.io", "routed")
+    assert http_route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "inference-gateway",
+            "sectionName": "http",
+        }
+    ]
+    assert http_route["spec"]["hostnames"] == ["models.example.com"]
+    (rule,) = http_route["spec"]["rules"]
+    assert [(b["group"], b["kind"], b["name"]) for b in rule["backendRefs"]] == [
+        ("inference.networking.k8s.io", "InferencePool", "routed")
+    ]
+    assert rule["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+    assert condition(cluster, namespace, "routed", "Ready")["status"] == "True"  # type: ignore[index]
+
+    cluster.kubectl(
+        "patch",
+        "inferencepool",
+        "routed",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"targetPorts": [{"number": 9000}]}}),
+        check=True,
+    )
+    wait_for(
+        lambda: (
+            get(cluster, namespace, "inferencepool", "routed")["spec"]["targetPorts"] == [{"number": 8000}]
+        ),
+        timeout=15,
+        what="the pool's targetPorts restored",
+    )
+
+    cluster.apply(model("routed", gateway=picker), namespace=namespace)
+    wait_for(lambda: get(cluster, namespace, "httproute", "routed") is None, timeout=30, what="route removed")
+    assert get(cluster, namespace, "inferencepool", "routed") is not None
+    cluster.apply(model("routed"), namespace=namespace)
+    wait_for(
+        lambda: get(cluster, namespace, "inferencepool", "routed") is None, timeout=30, what="pool removed"
+    )
+    wait_for(
+        lambda: condition(cluster, namespace, "routed", "GatewayReady") is None,
+        timeout=15,
+        what="condition gone",
+    )
+    assert condition(cluster, namespace, "routed", "Ready")["status"] == "True"  # type: ignore[index]
+
+
+# ---- automatic rollback (kwok plays the broken pods: see moorage.devcluster.kwok_stages)
+
+
+class Capacity:
+    """Samples the ready serving pods of a model in the background: the fewest seen is the capacity floor."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.cluster, self.namespace, self.name = cluster, namespace, name
+        self.fewest: int | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Capacity":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready = len(ready_pods(self.cluster, self.namespace, self.name))
+            self.fewest = ready if self.fewest is None else min(self.fewest, ready)
+            self.samples += 1
+            time.sleep(0.2)
+
+
+def _template_hash(cluster: Cluster, namespace: str, name: str) -> str:
+    return str(get(cluster, namespace, "deployment", name)["metadata"]["annotations"][TEMPLATE_HASH])
+
+
+def _argocd_health(obj: Obj) -> Obj:
+    lupa = pytest.importorskip("lupa", reason="pip install lupa to run the Argo CD health check (Lua)")
+    lua = lupa.LuaRuntime()
+    script = (Path(__file__).parents[2] / "charts" / "moorage" / "argocd" / "health.lua").read_text()
+    return dict(lua.eval(f"function(obj)\n{script}\nend")(lua.table_from(obj, recursive=True)))
+
+
+def _rolled_back(cluster: Cluster, namespace: str, name: str, since: float) -> Obj:
+    stalled = wait_condition(cluster, namespace, name, "Stalled", reason="RolledBack", timeout=150)
+    print(f"\n{name}: rolled back {time.monotonic() - since:.1f}s after the broken spec was applied")
+    return stalled
+
+
+def test_a_crash_looping_revision_rolls_back_on_its_own_at_four_replicas(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    cluster.apply(model("undo", serving={"replicas": 4}), namespace=namespace)
+    wait_condition(cluster, namespace, "undo", "Ready")
+    good = _template_hash(cluster, namespace, "undo")
+    with Capacity(cluster, namespace, "undo") as capacity:
+        started = time.monotonic()
+        broken = {"replicas": 4, "vllm": {"extraArgs": [CRASH_LOOP_ARG]}}
+        cluster.apply(model("undo", serving=broken), namespace=namespace)
+        stalled = _rolled_back(cluster, namespace, "undo", started)
+        wait_for(
+            lambda: (
+                _template_hash(cluster, namespace, "undo") == good
+                and len(ready_pods(cluster, namespace, "undo")) == 4
+                and get(cluster, namespace, "deployment", "undo")["status"].get("replicas") == 4
+            ),
+            timeout=TIMEOUT,
+            what="the good revision's 4 replicas alone",
+        )
+    assert capacity.samples >= 2 and capacity.fewest == 4, (capacity.fewest, capacity.samples)
+
+    osm = get(cluster, namespace, "osm", "undo")
+    status = osm["status"]
+    failed = status["failedRevision"]
+    assert failed["templateHash"] != good and failed["reason"] == "CrashLoopBackOff"
+    assert "exit with code 1" in failed["message"] and "exit with code 1" in stalled["message"]
+    assert status["lastReadyRevision"]["templateHash"] == good == status["revision"]["templateHash"]
+    assert [(r["templateHash"], r["state"]) for r in status["revisionHistory"]] == [
+        (good, "Ready"),
+        (failed["templateHash"], "RolledBack"),
+    ]
+    assert condition(cluster, namespace, "undo", "Ready")["reason"] == "RolledBack"  # type: ignore[index]
+    assert condition(cluster, namespace, "undo", "Available")["status"] == "True"  # type: ignore[index]
+    assert _argocd_health(osm)["status"] == "Degraded"
+    replica_sets = get(cluster, namespace, "replicasets", "-l", "moorage.dev/model=undo")["items"]
+    assert len(replica_sets) == 2, "the good revision's ReplicaSet came back; no third one was made"
+    events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=undo")["items"]
+    rolled = [e for e in events if e["reason"] == "RolledBack"]
+    assert len(rolled) == 1 and rolled[0]["type"] == "Warning", [e["reason"] for e in events]
+
+    # Not tried again: not by a restarted operator, not by a scale; the status is not rewritten.
+    time.sleep(2)  # the last status write of the rollback settles
+    generation = get(cluster, namespace, "deployment", "undo")["metadata"]["generation"]
+    settled = get(cluster, namespace, "osm", "undo")["status"]
+    operator.restart()
+    time.sleep(8)
+    assert get(cluster, namespace, "deployment", "undo")["metadata"]["generation"] == generation
+    assert get(cluster, namespace, "osm", "undo")["status"] == settled, "a restart rewrites nothing"
+    cluster.kubectl("scale", "osm/undo", "--replicas=5", "-n", namespace, check=True)
+    wait_for(lambda: len(ready_pods(cluster, namespace, "undo")) == 5, timeout=TIMEOUT, what="5 ready pods")
+    assert _template_hash(cluster, namespace, "undo") == good
+
+    # A new spec is tried, and the failure record goes.
+    fixed = {"replicas": 5, "vllm": {"maxModelLen": 1024}}
+    cluster.apply(model("undo", serving=fixed), namespace=namespace)
+    wait_for(
+        lambda: (
+            (c := condition(cluster, namespace, "undo", "Ready")) is not None
+            and c["status"] == "True"
+            and c["observedGeneration"] == get(cluster, namespace, "osm", "undo")["metadata"]["generation"]
+        ),
+        timeout=TIMEOUT,
+        what="Ready on the fixed spec",
+    )
+    status = get(cluster, namespace, "osm", "undo")["status"]
+    assert "failedRevision" not in status and status["lastReadyRevision"]["templateHash"] not in (
+        good,
+        failed["templateHash"],
+    )
+
+
+def test_a_revision_never_ready_rolls_back_at_its_deadline_keeping_capacity(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    rollout = {"maxSurge": 1, "maxUnavailable": 1, "progressDeadlineSeconds": 60}
+    cluster.apply(model("late", serving={"replicas": 3, "rollout": rollout}), namespace=namespace)
+    wait_condition(cluster, namespace, "late", "Ready")
+    good = _template_hash(cluster, namespace, "late")
+    with Capacity(cluster, namespace, "late") as capacity:
+        started = time.monotonic()
+        broken = {"replicas": 3, "rollout": rollout, "vllm": {"extraArgs": [NEVER_READY_ARG]}}
+        cluster.apply(model("late", serving=broken), namespace=namespace)
+        wait_for(
+            lambda: len(ready_pods(cluster, namespace, "late")) == 2,
+            timeout=TIMEOUT,
+            what="the rollout taking one good replica away (maxUnavailable 1)",
+        )
+        _rolled_back(cluster, namespace, "late", started)
+        wait_for(
+            lambda: (
+                _template_hash(cluster, namespace, "late") == good
+                and len(ready_pods(cluster, namespace, "late")) == 3
+            ),
+            timeout=TIMEOUT,
+            what="the good revision's 3 replicas back",
+        )
+    assert capacity.fewest == 3 - 1, capacity.fewest
+    assert time.monotonic() - started >= 60, "not before the deadline: the pods said nothing sooner"
+    failed = get(cluster, namespace, "osm", "late")["status"]["failedRevision"]
+    assert failed["reason"] == "ProgressDeadlineExceeded" and "60s" in failed["message"]
+
+
+def test_opting_out_of_rollback_leaves_the_broken_revision(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    serving: Obj = {"replicas": 2, "rollout": {"autoRollback": False}}
+    cluster.apply(model("kept", serving=serving), namespace=namespace)
+    wait_condition(cluster, namespace, "kept", "Ready")
+    broken = {**serving, "vllm": {"extraArgs": [CRASH_LOOP_ARG]}}
+    cluster.apply(model("kept", serving=broken), namespace=namespace)
+    wait_condition(cluster, namespace, "kept", "Ready", status="False", reason="CrashLoopBackOff")
+    time.sleep(5)
+    deployment = get(cluster, namespace, "deployment", "kept")
+    assert CRASH_LOOP_ARG in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "failedRevision" not in get(cluster, namespace, "osm", "kept")["status"]
+    assert len(ready_pods(cluster, namespace, "kept")) == 2, "the old replicas keep serving"

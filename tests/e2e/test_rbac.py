@@ -25,6 +25,7 @@ import yaml
 from moorage.demo import OperatorProcess, install_crd
 from moorage.devcluster import Cluster, wait_for
 from moorage.devcluster.fakehub import TINY_MODEL, FakeHub, default_hub
+from moorage.devcluster.gateway import GatewayCrds
 
 CHART = Path(__file__).parents[2] / "charts" / "moorage"
 SYSTEM_NAMESPACE = "moorage-system"
@@ -96,14 +97,20 @@ def model(name: str) -> dict[str, Any]:
         "apiVersion": "moorage.dev/v1alpha1",
         "kind": "OpenSourceModel",
         "metadata": {"name": name},
-        "spec": {"source": {"uri": f"hf://{TINY_MODEL}"}, "serving": {"replicas": 1}},
+        "spec": {
+            "source": {"uri": f"hf://{TINY_MODEL}"},
+            "serving": {"replicas": 1},
+            # Its InferencePool and HTTPRoute too: discovered, watched and applied on the chart's RBAC.
+            "gateway": {"endpointPicker": {"name": "epp"}, "route": {"gateway": {"name": "gw"}}},
+        },
     }
 
 
 def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    """Ready, with the gateway objects in place."""
     obj = cluster.get_json("osm", name, "-n", namespace) or {}
-    conditions = obj.get("status", {}).get("conditions", [])
-    return next((c for c in conditions if c["type"] == "Ready" and c["status"] == "True"), None)
+    true = {c["type"] for c in obj.get("status", {}).get("conditions", []) if c["status"] == "True"}
+    return obj if {"Ready", "GatewayReady"} <= true else None
 
 
 @pytest.mark.parametrize("scope", ["cluster-wide", "namespaced"])
@@ -115,8 +122,10 @@ def test_operator_runs_on_the_chart_rbac_alone(
     tmp_path: Path,
     scope: str,
     request: pytest.FixtureRequest,
+    gateway_crds: GatewayCrds,
 ) -> None:
     install_crd(cluster)
+    gateway_crds.install()
     if cluster.kubectl("get", "namespace", SYSTEM_NAMESPACE).returncode != 0:
         cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=True)
     # Two releases, so that the two scopes' cluster-scoped objects never share a name.
@@ -171,6 +180,8 @@ def test_operator_runs_on_the_chart_rbac_alone(
         ("create", "jobs.batch"),
         ("delete", "persistentvolumeclaims"),
         ("create", "events"),
+        ("patch", "inferencepools.inference.networking.k8s.io"),
+        ("delete", "httproutes.gateway.networking.k8s.io"),
     ]:
         assert can_i(cluster, user, verb, resource, namespace), f"cannot {verb} {resource}"
 
@@ -193,6 +204,10 @@ def test_operator_runs_on_the_chart_rbac_alone(
         ("create", "configmaps"),
         ("create", "serviceaccounts/token"),
         ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("create", "gateways.gateway.networking.k8s.io"),
+        ("patch", "gateways.gateway.networking.k8s.io"),
+        ("create", "referencegrants.gateway.networking.k8s.io"),
+        ("create", "grpcroutes.gateway.networking.k8s.io"),
     ]
     for verb, resource in never:
         assert not can_i(cluster, user, verb, resource, namespace), f"can {verb} {resource}"
@@ -204,6 +219,8 @@ def test_operator_runs_on_the_chart_rbac_alone(
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
         ("impersonate", "serviceaccounts"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "gatewayclasses.gateway.networking.k8s.io"),
     ]:
         assert not can_i(cluster, user, verb, resource, None), f"can {verb} {resource}"
     if scope == "namespaced":

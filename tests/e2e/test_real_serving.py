@@ -1,7 +1,7 @@
 """The product for real, on the dev cluster's real node: the chart installs our operator image, a model on
 the local hub is pulled by `moorage pull` in a container, an adapter is trained by `moorage finetune` on CPU,
 and vLLM's CPU build serves base and adapter behind the model's Service, through a rollout under traffic,
-a broken revision and a delete.
+a broken revision that rolls back on its own, and a delete.
 
 Images come from images/build.sh: $MOORAGE_IMAGES names a file holding its output (scripts/test.sh makes
 it). The tests run in order, each on what the one before left: one model's life.
@@ -34,6 +34,7 @@ from moorage.devcluster.fakehub import (
     default_hub,
 )
 from moorage.devcluster.images import parse_build_listing
+from moorage.plan.serving import TEMPLATE_HASH
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "serving"
@@ -250,16 +251,50 @@ def test_a_spec_change_rolls_out_under_traffic_without_failed_requests(product: 
     assert traffic.failures == [], traffic.failures[:5]
 
 
-def test_a_broken_revision_crash_loops_and_the_model_says_so(product: Product) -> None:
-    product.apply_model(extra=["--no-such-vllm-flag"])
+def test_a_broken_revision_rolls_back_on_its_own_under_traffic(product: Product) -> None:
+    """vLLM refuses an unknown flag: the new pod crash-loops, the operator restores the last Ready revision
+    by itself while the old replica keeps answering, and says why."""
+    address = _service_address(product)
+    good = product.get("deploy", MODEL)["metadata"]["annotations"][TEMPLATE_HASH]
+    traffic = Traffic(address)
+    traffic.start()
+    try:
+        wait_for(lambda: traffic.ok >= 3, timeout=60, what="traffic flowing before the broken rollout")
+        started = time.monotonic()
+        product.apply_model(extra=["--max-num-seqs", "8", "--no-such-vllm-flag"])
 
-    def reported() -> Obj | None:
-        ready = product.condition("Ready")
-        return ready if ready.get("reason") == "CrashLoopBackOff" else None
+        def rolled_back() -> Obj | None:
+            stalled = product.condition("Stalled")
+            return stalled if stalled.get("reason") == "RolledBack" else None
 
-    ready = wait_for(reported, timeout=300, interval=2, what="the model to report the crash loop")
-    assert "no-such-vllm-flag" in ready["message"] or "exited with code" in ready["message"], ready
-    assert product.condition("Available").get("status") == "True", "the old replica keeps serving"
+        stalled = wait_for(rolled_back, timeout=600, interval=1, what="the model to roll back on its own")
+        product.timings["rollback_decided_s"] = round(time.monotonic() - started, 1)
+
+        def restored() -> bool:
+            pods = _serving_pods(product)
+            hashes = {p["metadata"]["annotations"].get(TEMPLATE_HASH) for p in pods}
+            deployment = product.get("deploy", MODEL)["metadata"]["annotations"][TEMPLATE_HASH]
+            return deployment == good and hashes == {good}
+
+        wait_for(restored, timeout=300, interval=1, what="only the good revision's pod left")
+        product.timings["rollback_s"] = round(time.monotonic() - started, 1)
+        ok = traffic.ok
+        wait_for(lambda: traffic.ok >= ok + 3, timeout=60, what="traffic still answered after the rollback")
+    finally:
+        traffic.stop()
+    product.timings["rollback_requests_ok"] = traffic.ok
+    product.timings["rollback_requests_failed"] = len(traffic.failures)
+    timings = product.timings
+    print(
+        f"\nrollback under traffic: decided after {timings['rollback_decided_s']}s, the old revision alone "
+        f"after {timings['rollback_s']}s; {traffic.ok} requests answered, {len(traffic.failures)} failed"
+    )
+    assert "no-such-vllm-flag" in stalled["message"] or "exited with code" in stalled["message"], stalled
+    status = product.get("osm", MODEL)["status"]
+    assert status["failedRevision"]["reason"] == "CrashLoopBackOff"
+    assert status["lastReadyRevision"]["templateHash"] == good == status["revision"]["templateHash"]
+    assert product.condition("Available").get("status") == "True", "the old replica kept serving"
+    assert traffic.failures == [], traffic.failures[:5]
 
 
 def test_a_gated_model_resolves_and_pulls_with_its_token_in_jobs(product: Product) -> None:

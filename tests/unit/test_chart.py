@@ -33,10 +33,13 @@ WORKLOAD_RULES = {
     ("moorage.dev", "opensourcemodels/status"): ["patch"],
     ("moorage.dev", "opensourcemodels/finalizers"): ["update"],
     ("apps", "deployments"): [*READ, "create", "patch"],
+    ("apps", "replicasets"): ["list"],
     ("", "services"): [*READ, "create", "patch"],
     ("batch", "jobs"): [*READ, "create", "patch", "delete"],
     ("", "persistentvolumeclaims"): [*READ, "create", "patch", "delete"],
     ("policy", "poddisruptionbudgets"): [*READ, "create", "patch", "delete"],
+    ("inference.networking.k8s.io", "inferencepools"): [*READ, "create", "patch", "delete"],
+    ("gateway.networking.k8s.io", "httproutes"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
     ("", "pods/log"): ["get"],
     ("", "events"): ["create"],
@@ -171,6 +174,16 @@ def test_argocd_health_healthy_when_ready() -> None:
 def test_argocd_health_degraded_when_stalled() -> None:
     health = _health(_model(1, ("Ready", "False", "pulling"), ("Stalled", "True", "repository not found")))
     assert health == {"status": "Degraded", "message": "repository not found"}
+
+
+def test_argocd_health_degraded_when_rolled_back_with_the_pods_words() -> None:
+    message = (
+        "rolled back to revision 0da6e72384404aba: the rollout of revision 5e1f failed (CrashLoopBackOff)"
+    )
+    health = _health(
+        _model(4, ("Ready", "False", message), ("Stalled", "True", message), ("Available", "True", ""))
+    )
+    assert health == {"status": "Degraded", "message": message}
 
 
 def test_argocd_health_progressing_with_the_ready_message() -> None:

@@ -67,3 +67,23 @@ def test_work_in_flight_is_looked_at_again() -> None:
 
     asyncio.run(scenario())
     assert calls == 4
+
+
+def test_trigger_all_wakes_every_model_seen() -> None:
+    runs: list[str] = []
+
+    async def work(namespace: str, name: str) -> float | None:
+        runs.append(name)
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(work)
+        queue.trigger("ns", "a")
+        queue.trigger("other", "b")
+        await asyncio.sleep(0.05)
+        queue.trigger_all()  # e.g. a gateway CRD installed
+        await asyncio.sleep(0.05)
+        await queue.close()
+
+    asyncio.run(scenario())
+    assert sorted(runs) == ["a", "a", "b", "b"]

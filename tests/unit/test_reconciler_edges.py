@@ -1,6 +1,7 @@
 """Edge cases of one reconcile that a real cluster makes hard to time: the Kubernetes API is faked."""
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,7 +11,12 @@ from lightkube.models.meta_v1 import Status
 from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import HubFile, ResolvedSource
 from moorage.plan import weights
-from moorage.plan.weights import weights_id
+from moorage.plan.children import plan
+from moorage.plan.config import PlanConfig
+from moorage.plan.observed import DeploymentState, JobState, Observed
+from moorage.plan.serving import TEMPLATE_HASH
+from moorage.plan.status import status
+from moorage.plan.weights import pulled_annotation, weights_id
 from moorage.reconcile.reconciler import ApplyError, Reconciler
 from moorage.reconcile.resolver import Resolver
 
@@ -36,6 +42,9 @@ class FakeKube:
 
     async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
         return []
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        return False
 
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         raise self.refusal
@@ -189,3 +198,118 @@ def test_a_model_joins_a_shared_volume_with_its_owner_reference_alone() -> None:
             }
         ]
     ]
+
+
+# ---- a rollback is remembered before the Deployment changes
+
+
+def _rollback_world() -> tuple[Obj, Obj, Obj]:
+    """Revision A was Ready; the spec now asks for B (a bad flag), whose new pod crash-loops.
+    Returns the model as stored, the live Deployment (B) and A's pod template as its ReplicaSet keeps it."""
+    serving = {"replicas": 2}
+    good = OpenSourceModel.parse({**MODEL, "spec": {**MODEL["spec"], "serving": serving}})
+    pulled = Observed(resolved=RESOLVED, pull=JobState(succeeded=True))
+    a = next(c for c in plan(good, pulled, PlanConfig()).children if c["kind"] == "Deployment")
+    seen = replace(pulled, deployment=_state(a, ready=2))
+    ready = status(good, seen, plan(good, seen, PlanConfig()), PlanConfig(), "2026-11-26T12:00:00Z")
+    broken_spec = {**MODEL["spec"], "serving": {**serving, "vllm": {"extraArgs": ["--bad"]}}}
+    stored = {**MODEL, "metadata": {**MODEL["metadata"], "generation": 2}, "spec": broken_spec}
+    broken = OpenSourceModel.parse(stored).model_copy(update={"status": ready})
+    b = next(c for c in plan(broken, seen, PlanConfig()).children if c["kind"] == "Deployment")
+    live = {
+        **b,
+        "metadata": {**b["metadata"], "uid": "d-1", "generation": 2},
+        "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2},
+    }
+    return {**stored, "status": ready.wire()}, live, a["spec"]["template"]
+
+
+def _state(manifest: Obj, ready: int) -> DeploymentState:
+    return DeploymentState.from_deployment(
+        {
+            **manifest,
+            "metadata": {**manifest["metadata"], "generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": ready,
+                "updatedReplicas": ready,
+                "readyReplicas": ready,
+            },
+        }
+    )
+
+
+class RollbackKube(FakeKube):
+    """The world of _rollback_world; every call that writes is logged in order."""
+
+    def __init__(self, refuse_deployment: bool) -> None:
+        model, self.live, self.template = _rollback_world()
+        super().__init__(refusal(500, "etcd went away"), model=model)
+        self.refuse_deployment = refuse_deployment
+        self.log: list[str] = []
+        self.applied: list[Obj] = []
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        if kind == "Deployment":
+            return self.live
+        if kind == "PersistentVolumeClaim":
+            model = OpenSourceModel.parse(self.model)
+            annotations = {pulled_annotation(model): RESOLVED.sha}
+            return {"metadata": {"name": name, "annotations": annotations}}
+        return await super().get(kind, namespace, name)
+
+    async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
+        hash_ = self.live["metadata"]["annotations"][TEMPLATE_HASH]
+        if kind == "Pod":
+            container = {
+                "name": "vllm",
+                "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 2, "message": "unrecognized arguments: --bad"}},
+            }
+            metadata = {"name": "m-b-1", "annotations": {TEMPLATE_HASH: hash_}}
+            return [{"metadata": metadata, "status": {"containerStatuses": [container]}}]
+        if kind == "ReplicaSet":
+            return [{"metadata": {"ownerReferences": [{"uid": "d-1"}]}, "spec": {"template": self.template}}]
+        return []
+
+    async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
+        self.log.append(f"apply {manifest['kind']}")
+        if manifest["kind"] == "Deployment":
+            self.applied.append(manifest)
+            if self.refuse_deployment:
+                raise self.refusal
+
+    async def patch(self, *args: object) -> None:
+        pass
+
+    async def delete(self, *args: object) -> None:
+        pass
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        self.log.append("status")
+        self.model = {**self.model, "status": {**self.model["status"], **status}}
+        self.model["status"] = {k: v for k, v in self.model["status"].items() if v is not None}
+
+    async def event(self, model: Obj, type_: str, reason: str, message: str) -> None:
+        self.log.append(f"event {reason}")
+        await super().event(model, type_, reason, message)
+
+
+def test_a_rollback_is_in_status_before_the_deployment_changes_and_is_told_once() -> None:
+    kube = RollbackKube(refuse_deployment=True)
+    good = kube.template["metadata"]["annotations"][TEMPLATE_HASH]
+    failed = kube.live["metadata"]["annotations"][TEMPLATE_HASH]
+    with pytest.raises(ApplyError):  # the operator stops (here: the API server fails) before the restore
+        asyncio.run(reconciler(kube)("ns", "m"))
+    assert kube.log.index("status") < kube.log.index("event RolledBack") < kube.log.index("apply Deployment")
+    assert kube.model["status"]["failedRevision"]["templateHash"] == failed
+    assert kube.applied[-1]["metadata"]["annotations"][TEMPLATE_HASH] == good
+
+    # The next operator knows from status alone: it restores A, says nothing new, does not try B.
+    kube.refuse_deployment = False
+    asyncio.run(reconciler(kube)("ns", "m"))
+    assert kube.applied[-1]["metadata"]["annotations"][TEMPLATE_HASH] == good
+    assert kube.applied[-1]["spec"]["template"] == kube.template
+    assert [e for e in kube.events if e[1] == "RolledBack"] == [kube.events[0]]
+    assert kube.events[0][0] == "Warning" and "unrecognized arguments: --bad" in kube.events[0][2]

@@ -44,6 +44,9 @@ class Kube:
     ) -> list[Obj]:
         return [self.pod] if kind == "Pod" and self.pod and labels.get("job-name") == JOB else []
 
+    async def served(self, kind: str, namespace: str) -> bool:
+        return False  # no gateway CRDs
+
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
         self.applied.append(manifest)
 
@@ -117,6 +120,7 @@ def test_the_report_pins_the_commit_and_sizes_the_volume() -> None:
     kube = Kube({"conditions": [{"type": "Complete", "status": "True"}]}, terminated(report))
     reconcile(kube)
     assert kube.status["resolvedRevision"] == SHA
+    assert JOB not in {j["metadata"]["name"] for j in kube.applied_named("Job")}, "an existing Job re-applied"
     claim = kube.applied_named("PersistentVolumeClaim")[0]
     assert (
         claim["spec"]["resources"]["requests"]["storage"] == "24Gi"

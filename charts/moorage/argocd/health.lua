@@ -1,7 +1,8 @@
 -- Argo CD health check of a moorage.dev OpenSourceModel (argocd-cm key
 -- resource.customizations.health.moorage.dev_OpenSourceModel; see docs/install.md).
 --   Healthy      Ready=True for the current generation
---   Degraded     Stalled=True: the operator gave up until a person changes something
+--   Degraded     Stalled=True: the operator gave up until a person changes something (a failed rollout
+--                rolled back to the last Ready revision too: reason RolledBack, with the failing pod's words)
 --   Progressing  anything else (resolving, pulling, training, rolling out), with the Ready message
 local hs = { status = "Progressing", message = "Waiting for the moorage operator" }
 if obj.status == nil or obj.status.conditions == nil then

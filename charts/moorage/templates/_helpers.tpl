@@ -66,6 +66,10 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# A failed rollout is rolled back to the pod template the last Ready revision's ReplicaSet keeps.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
@@ -77,6 +81,15 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# spec.gateway: the model's InferencePool and HTTPRoute, where their CRDs are installed. Whether they are
+# is learnt by listing them (the list the watch makes anyway): no access to CRDs beyond kopf's list/watch.
+# Never Gateways, ReferenceGrants or anyone's routes but its own (it deletes only those it owns).
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from moorage.api.base import ApiModel, Rule
 from moorage.api.finetune import IN_CLUSTER, FineTune
+from moorage.api.gateway import Gateway
 from moorage.api.layout import content_hash
 from moorage.api.scheduling import Scheduling
 
@@ -141,8 +142,13 @@ class Rollout(ApiModel):
     max_unavailable: Annotated[int | None, Field(ge=0, le=100)] = None
     """Replicas that may be missing during a rollout. Default 0."""
     progress_deadline_seconds: Annotated[int | None, Field(ge=60, le=86400)] = None
-    """How long a rollout may make no progress before the model reports it Stalled. Default 1800: big
-    models load slowly."""
+    """How long a rollout may make no progress before it counts as failed (rolled back, or Stalled with
+    autoRollback: false). Default 1800: big models load slowly."""
+    auto_rollback: bool | None = None
+    """Default true: a rollout that fails (its deadline passes, or its new pods crash-loop) is undone on its
+    own: the operator restores the last revision that was Ready and does not try the failed one again
+    until the spec changes. false: the failed rollout stays as it is, and the model Stalled, for a person
+    to look at."""
 
     def surge(self) -> int:
         return 1 if self.max_surge is None else self.max_surge
@@ -152,6 +158,9 @@ class Rollout(ApiModel):
 
     def deadline(self) -> int:
         return 1800 if self.progress_deadline_seconds is None else self.progress_deadline_seconds
+
+    def rolls_back(self) -> bool:
+        return self.auto_rollback is not False
 
 
 class Resources(ApiModel):
@@ -278,6 +287,9 @@ class OpenSourceModelSpec(ApiModel):
     """LoRA adapters served beside the base (and the fine-tuned adapter), each under its own name. Adding
     or removing one restarts no pod: vLLM loads an adapter on its first request from the weights volume.
     Setting the list for the first time (even to []) rolls the pods once, to serve adapters at all."""
+    gateway: Gateway | None = None
+    """Plug the model into an inference gateway: an InferencePool (and optionally an HTTPRoute) where the
+    Gateway API Inference Extension is installed. See docs/gateway.md."""
 
     @classmethod
     def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":

@@ -7,6 +7,9 @@ from pydantic import Field
 
 from moorage.api.base import ApiModel
 
+REVISION_HISTORY = 5
+"""Revisions kept in status.revisionHistory."""
+
 
 class ConditionType(StrEnum):
     READY = "Ready"
@@ -15,6 +18,7 @@ class ConditionType(StrEnum):
     WEIGHTS_READY = "WeightsReady"
     FINE_TUNED = "FineTuned"
     AVAILABLE = "Available"
+    GATEWAY_READY = "GatewayReady"
 
 
 CONDITION_DOCS = {
@@ -28,7 +32,9 @@ CONDITION_DOCS = {
     ),
     ConditionType.STALLED: (
         "Progress stopped and needs a person: a wrong source, no access, weights that do not fit the GPUs, a "
-        "failed pull or training, a rollout past its deadline. The message names what to fix."
+        "failed pull or training, a rollout past its deadline. The message names what to fix. Reason "
+        "RolledBack: the rollout of the current spec failed and the last Ready revision was restored "
+        "(status.failedRevision says why); it is not tried again until the spec changes."
     ),
     ConditionType.WEIGHTS_READY: (
         "The weights of status.resolvedRevision are whole and verified on the cache volume."
@@ -36,6 +42,11 @@ CONDITION_DOCS = {
     ConditionType.FINE_TUNED: "Only with spec.fineTune: the adapter of the current fineTune spec is trained.",
     ConditionType.AVAILABLE: (
         "At least one replica answers; during a rollout it may still serve the previous spec."
+    ),
+    ConditionType.GATEWAY_READY: (
+        "Only with spec.gateway: the InferencePool (and the HTTPRoute of spec.gateway.route) exist as the "
+        "spec says. False with reason InferencePoolCRDNotInstalled or HTTPRouteCRDNotInstalled where the "
+        "cluster lacks that CRD; serving goes on through the model's Service either way."
     ),
 }
 
@@ -97,6 +108,36 @@ class AdapterStatus(ApiModel):
     message: str | None = None
 
 
+class RevisionState(StrEnum):
+    ROLLING_OUT = "RollingOut"
+    READY = "Ready"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+
+
+class Revision(ApiModel):
+    """One version of what the serving pods run: a pod template, with the weights and adapter it serves."""
+
+    template_hash: str
+    """The hash of the serving pods' template (annotation moorage.dev/template-hash on the Deployment and
+    its pods): a new one is a new revision, and a rollout."""
+    commit: str | None = None
+    """The commit sha of the weights."""
+    adapter: str | None = None
+    """The id of the LoRA adapter served beside the weights, with spec.fineTune."""
+    image: str | None = None
+    """The vLLM image."""
+    since: str | None = None
+    """RFC 3339, when the Deployment last changed to this revision."""
+    state: RevisionState | None = None
+    """RollingOut (not Ready yet), Ready (all its replicas were ready at least once), RolledBack (its
+    rollout failed and was undone) or Superseded (replaced by a newer spec before it was Ready)."""
+    reason: str | None = None
+    """RolledBack: why its rollout failed (CrashLoopBackOff, ProgressDeadlineExceeded)."""
+    message: str | None = None
+    """RolledBack: what the failing pod said."""
+
+
 class OpenSourceModelStatus(ApiModel):
     """What the operator observed. Written only by the operator."""
 
@@ -119,6 +160,15 @@ class OpenSourceModelStatus(ApiModel):
     served_model_name: str | None = None
     adapters: tuple[AdapterStatus, ...] | None = None
     """spec.adapters as served, with the commit of each."""
+    revision: Revision | None = None
+    """The revision the serving Deployment runs now."""
+    last_ready_revision: Revision | None = None
+    """The newest revision whose replicas were all ready: what a failed rollout is rolled back to."""
+    failed_revision: Revision | None = None
+    """The revision of the current spec whose rollout failed and was rolled back. It is not tried again
+    until the spec asks for a different revision; then this goes."""
+    revision_history: Annotated[tuple[Revision, ...], Field(max_length=REVISION_HISTORY)] = ()
+    """The last revisions, newest first, with their state."""
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -103,6 +103,25 @@ def build_node(
     )
 
 
+def gateway_api_crds(cluster_dir: Path | None = None) -> Path:
+    """Run ``gateway-api.sh`` and return the directory of the Gateway API CRDs (standard channel), fetched
+    from the ``sigs.k8s.io/gateway-api`` Go module and cached.
+
+    ``MOORAGE_GATEWAY_API_CRDS`` names such a directory and skips the fetch.
+    """
+    named = os.environ.get("MOORAGE_GATEWAY_API_CRDS")
+    if named:
+        return Path(named).resolve()
+    directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
+    return _run_build(
+        directory / "gateway-api.sh",
+        ("gateway.networking.k8s.io_httproutes.yaml",),
+        "the Gateway API CRDs",
+        60.0,
+        5.0,
+    )
+
+
 def _run_build(
     script: Path, names: tuple[str, ...], what: str, progress_every: float, first_note: float
 ) -> Path:

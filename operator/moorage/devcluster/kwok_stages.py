@@ -6,7 +6,12 @@ Lifecycle it gives to pods on kwok-managed nodes:
 * a Running pod owned by a Job finishes (phase Succeeded, exit code 0);
 * a pod annotated ``devcluster.moorage.dev/outcome: Succeeded|Failed`` ends that
   way, whoever owns it (Failed exits with code 1), so tests can fail Job pods;
-* a pod being deleted (and holding no finalizers) is removed for good.
+* a pod being deleted (and holding no finalizers) is removed for good;
+* a pod whose container has the argument ``--devcluster-crash-loop`` runs but
+  crash-loops (waiting in CrashLoopBackOff after CRASH_RESTARTS restarts, exit
+  code 1), and one with ``--devcluster-never-ready`` runs but is never Ready:
+  broken revisions of a Deployment. A real program refuses an unknown flag, so
+  the same argument breaks a real pod too.
 
 Nodes become Ready when kwok picks them up; the capacity, addresses and node
 info the launcher put into their status are kept.
@@ -19,6 +24,10 @@ from typing import Any
 import yaml
 
 OUTCOME_ANNOTATION = "devcluster.moorage.dev/outcome"
+CRASH_LOOP_ARG = "--devcluster-crash-loop"
+NEVER_READY_ARG = "--devcluster-never-ready"
+CRASH_RESTARTS = 3
+_ARGS_KEY = ".spec.containers.[].args.[]"
 _OUTCOME_KEY = f'.metadata.annotations["{OUTCOME_ANNOTATION}"]'
 
 _NODE_READY = """\
@@ -105,6 +114,79 @@ startTime: {{ $now | Quote }}
 """
 
 
+def _pod_broken(crash: bool) -> str:
+    """Running, not ready: a container that keeps crashing, or one that runs but never answers."""
+    state = (
+        """\
+  restartCount: """
+        + str(CRASH_RESTARTS)
+        + """
+  state:
+    waiting:
+      reason: CrashLoopBackOff
+      message: back-off restarting failed container
+  lastState:
+    terminated:
+      exitCode: 1
+      reason: Error
+      message: "devcluster: """
+        + CRASH_LOOP_ARG
+        + """ makes this container exit with code 1"
+      startedAt: {{ $now | Quote }}
+      finishedAt: {{ $now | Quote }}
+"""
+        if crash
+        else """\
+  restartCount: 0
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+"""
+    )
+    return (
+        """\
+{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: PodReadyToStartContainers
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: ContainersReady
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: Ready
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  imageID: {{ printf "kwok://%s" .image | Quote }}
+  containerID: {{ printf "kwok://%s" .name | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: """
+        + ("false" if crash else "true")
+        + "\n"
+        + state
+        + """\
+{{ end }}
+{{ with NodeIPWith .spec.nodeName }}
+hostIP: {{ . | Quote }}
+{{ end }}
+{{ with PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) \
+( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+podIP: {{ . | Quote }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+    )
+
+
 def _pod_finished(phase: str, exit_code: int, reason: str) -> str:
     return (
         """\
@@ -170,6 +252,7 @@ _RUNNING = _expr(".status.phase", "In", "Running")
 def stages() -> list[dict[str, Any]]:
     """All the Stage objects, as plain dicts."""
     ready_status = '.status.conditions.[] | select( .type == "Ready" ) | .status'
+    scheduled = [_NOT_DELETED, _expr(".status.phase", "In", "Pending"), _expr(".spec.nodeName", "Exists")]
     return [
         _stage(
             "node-ready",
@@ -181,12 +264,23 @@ def stages() -> list[dict[str, Any]]:
             "pod-running",
             "Pod",
             [
-                _NOT_DELETED,
-                _expr(".status.phase", "In", "Pending"),
-                _expr(".spec.nodeName", "Exists"),
+                *scheduled,
                 _expr(ready_status, "NotIn", "True"),
+                _expr(_ARGS_KEY, "NotIn", CRASH_LOOP_ARG, NEVER_READY_ARG),
             ],
             {"statusTemplate": _POD_RUNNING},
+        ),
+        _stage(
+            "pod-crash-loop",
+            "Pod",
+            [*scheduled, _expr(_ARGS_KEY, "In", CRASH_LOOP_ARG)],
+            {"statusTemplate": _pod_broken(crash=True)},
+        ),
+        _stage(
+            "pod-never-ready",
+            "Pod",
+            [*scheduled, _expr(_ARGS_KEY, "In", NEVER_READY_ARG), _expr(_ARGS_KEY, "NotIn", CRASH_LOOP_ARG)],
+            {"statusTemplate": _pod_broken(crash=False)},
         ),
         _stage(
             "pod-job-complete",

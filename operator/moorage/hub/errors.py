@@ -37,6 +37,12 @@ class AccessDeniedError(HubError):
     reason = "AccessDenied"
 
 
+class AdapterIncompatibleError(HubError):
+    """An adapter of spec.adapters that this base cannot serve (another base, too high a rank, not a LoRA)."""
+
+    reason = "AdapterIncompatible"
+
+
 class NoMatchingFilesError(HubError):
     """The include patterns select nothing, or a model repository has no weights at all."""
 

@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moorage.api.layout import ADAPTER_FILES
-from moorage.api.programs import ExitCode, Report
+from moorage.api.programs import Report
+from moorage.hub.errors import AdapterIncompatibleError
 from moorage.jobs import pull
-from moorage.jobs.report import failure, finish, hub_token, log_to_stdout, say, since
+from moorage.jobs.report import hub_token, run, say, since
 
 CONFIG = "adapter_config.json"
-
-
-class AdapterIncompatibleError(Exception):
-    """The adapter cannot be served with this base: the model stalls, naming it."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log_to_stdout()
-    token = hub_token()
-    started = time.monotonic()
-    code = ExitCode.OK
-    try:
-        report = lay_out(args, started)
-    except AdapterIncompatibleError as e:
-        code, report = ExitCode.PERMANENT, Report(False, "AdapterIncompatible", str(e), {})
-    except Exception as e:
-        code, report = failure(e, token, started, "AdaptersFailed")
-    return finish("adapters", report, code)
+    return run("adapters", lambda _token, started: lay_out(args, started), "AdaptersFailed")
 
 
 def lay_out(args: argparse.Namespace, started: float) -> Report:

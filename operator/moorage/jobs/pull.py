@@ -7,17 +7,16 @@ the operator reads them back to fill status. The hub token comes from HF_TOKEN a
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from moorage.api.layout import snapshot_dir
-from moorage.api.programs import ExitCode, Report
+from moorage.api.programs import Report
 from moorage.api.resolved import ResolvedSource
 from moorage.hub import snapshot
 from moorage.hub.uri import endpoint_or_default, is_full_sha, parse_uri
-from moorage.jobs.report import failure, finish, hub_token, log_to_stdout, say, since
+from moorage.jobs.report import run, say, since
 
 if TYPE_CHECKING:
     from moorage.hub.remote import Backoff
@@ -60,15 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log_to_stdout()
-    token = hub_token()
-    started = time.monotonic()
-    code = ExitCode.OK
-    try:
-        report = pull(args, token, started)
-    except Exception as e:
-        code, report = failure(e, token, started, "PullFailed")
-    return finish("pull", report, code)
+    return run("pull", lambda token, started: pull(args, token, started), "PullFailed")
 
 
 def pull(args: argparse.Namespace, token: str | None, started: float) -> Report:

@@ -4,6 +4,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from moorage.api.programs import ExitCode, Report
 from moorage.hub.errors import HubError, InsufficientDiskError, redact
@@ -61,3 +62,16 @@ def failure(error: Exception, token: str | None, started: float, reason: str) ->
 
 def since(started: float) -> float:
     return round(time.monotonic() - started, 3)
+
+
+def run(program: str, work: Callable[[str | None, float], Report], reason: str) -> int:
+    """Runs a program's work (given the hub token and its start time) and reports how it ended; reason: for
+    an error of no known kind."""
+    log_to_stdout()
+    token = hub_token()
+    started = time.monotonic()
+    try:
+        report, code = work(token, started), ExitCode.OK
+    except Exception as e:
+        code, report = failure(e, token, started, reason)
+    return finish(program, report, code)

@@ -10,12 +10,11 @@ and size of the files, the parameter count and dtype (moorage.api.resolved.Resol
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from moorage.api.layout import ADAPTER_FILES
-from moorage.api.programs import ExitCode, Report
-from moorage.jobs.report import failure, finish, hub_token, log_to_stdout, since
+from moorage.api.programs import Report
+from moorage.jobs.report import run, since
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,15 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log_to_stdout()
-    token = hub_token()
-    started = time.monotonic()
-    code = ExitCode.OK
-    try:
-        report = resolve_sources(args, token, started)
-    except Exception as e:
-        code, report = failure(e, token, started, "ResolveFailed")
-    return finish("resolve", report, code)
+    return run("resolve", lambda token, started: resolve_sources(args, token, started), "ResolveFailed")
 
 
 def resolve_sources(args: argparse.Namespace, token: str | None, started: float) -> Report:

@@ -10,10 +10,9 @@ from moorage.api.layout import ADAPTER_FILES, WEIGHTS_MOUNT, content_hash, serve
 from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 from moorage.plan.config import PlanConfig
-from moorage.plan.jobs import job_spec
-from moorage.plan.meta import Manifest, child, labels, truncate_name
-from moorage.plan.security import container_security_context, pod_security_context
-from moorage.plan.weights import claim_name, hub_env, snapshot_path
+from moorage.plan.jobs import program_container, program_job
+from moorage.plan.meta import Manifest, truncate_name
+from moorage.plan.weights import claim_name, snapshot_path
 
 CONTAINER = "adapters"
 INCLUDE = ADAPTER_FILES
@@ -70,36 +69,14 @@ def adapters_job(
         str(max_rank(model)),
     ]
     args += [f"{a.name}={a.source.uri}@{a.source.sha}" for a in adapters]
-    container = {
-        "name": CONTAINER,
-        "image": config.operator_image,
-        "command": ["moorage"],
-        "args": args,
-        "env": [*hub_env(model, config), {"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "weights", "mountPath": str(WEIGHTS_MOUNT)},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
-    pod_spec = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": [
-            {"name": "weights", "persistentVolumeClaim": {"claimName": claim_name(model, base)}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
-    job_labels = labels(model, "adapters")
-    return child(
+    container = program_container(
+        CONTAINER, args, model, config, requests=("250m", "256Mi"), memory_limit="1Gi"
+    )
+    return program_job(
         model,
-        api_version="batch/v1",
-        kind="Job",
+        container,
         name=job_name(model, base, adapters),
-        labels_=job_labels,
-        body={"spec": job_spec(CONTAINER, pod_spec, job_labels, backoff_limit=4)},
+        component="adapters",
+        claim=claim_name(model, base),
+        backoff_limit=4,
     )

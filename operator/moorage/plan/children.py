@@ -7,10 +7,11 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import adapters, finetune, resolve, serving, weights
+from moorage.plan import adapters, finetune, gateway, resolve, rollback, serving, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
+from moorage.plan.rollback import Rollback
 from moorage.plan.serving import ServingTarget
 
 
@@ -22,7 +23,9 @@ class Plan:
     """What the current spec wants served, once its weights are known."""
     target: ServingTarget | None = None
     """What the Deployment serves after this reconcile (the desired target, or the previous one while
-    the desired weights are still being pulled or trained)."""
+    the desired weights are still being pulled or trained, or the last Ready one after a rollback)."""
+    rollback: Rollback | None = None
+    """The spec's revision failed: the Deployment runs the last Ready revision instead."""
 
     def names(self, kind: str) -> set[str]:
         return {c["metadata"]["name"] for c in self.children if c["kind"] == kind}
@@ -70,9 +73,15 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
     target = (
         desired if desired is not None and observed.problem is None and _ready(model, observed) else current
     )
+    rolled_back = None
     if target is not None:
-        children.append(serving.deployment(model, target, config))
+        deployment, rolled_back = rollback.decide(model, observed, serving.deployment(model, target, config))
+        if rolled_back is not None:
+            target = ServingTarget.from_annotations(deployment["metadata"]["annotations"]) or target
+        children.append(deployment)
         budget = serving.disruption_budget(model)
         if budget is not None:
             children.append(budget)
-    return Plan(children, desired, target)
+    # Last, so that a gateway object the API server refuses never holds back serving.
+    children += gateway.children(model, observed.gateway_apis)
+    return Plan(children, desired, target, rolled_back)

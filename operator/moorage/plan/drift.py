@@ -11,7 +11,7 @@ from typing import Any
 
 from moorage.api.quantity import parse_quantity
 
-DRIFT_CHECKED = ("Deployment", "Service", "PodDisruptionBudget")
+DRIFT_CHECKED = ("Deployment", "Service", "PodDisruptionBudget", "InferencePool", "HTTPRoute")
 """Kinds whose content the operator restores. Jobs are never changed once created (their template is
 immutable) and a volume's claim is left to its owner: both are only replaced or deleted."""
 

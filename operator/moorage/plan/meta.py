@@ -62,11 +62,21 @@ def child(
         "annotations": dict(annotations or {}),
         "ownerReferences": [owner or owner_reference(model)],
     }
-    manifest = {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+    return stamp({"apiVersion": api_version, "kind": kind, "metadata": metadata, **body})
+
+
+def stamp(manifest: Manifest) -> Manifest:
+    """The manifest with the hash of its desired content (re)computed."""
+    metadata = manifest["metadata"]
+    annotations = {k: v for k, v in metadata["annotations"].items() if k != SPEC_HASH}
     # Owners stay out of the hash: models sharing a volume must agree on its hash, or they would take
     # turns re-applying it forever.
-    hashed = {**manifest, "metadata": {k: v for k, v in metadata.items() if k != "ownerReferences"}}
-    metadata["annotations"][SPEC_HASH] = content_hash(hashed, length=16)
+    hashed_metadata = {k: v for k, v in metadata.items() if k != "ownerReferences"} | {
+        "annotations": annotations
+    }
+    metadata["annotations"] = annotations | {
+        SPEC_HASH: content_hash({**manifest, "metadata": hashed_metadata}, length=16)
+    }
     return manifest
 
 

@@ -4,7 +4,7 @@ Built by the reconcile layer from API objects (see `from_*` helpers), so the log
 tested without a cluster.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from moorage.api.programs import Report
@@ -63,6 +63,8 @@ class DeploymentState:
     annotations: dict[str, str]
     progress_deadline_exceeded: str | None = None
     """The Deployment's Progressing message when its deadline passed, else None."""
+    image: str | None = None
+    """The image of the pods' first container."""
 
     @staticmethod
     def from_deployment(deployment: dict[str, Any]) -> "DeploymentState":
@@ -86,6 +88,7 @@ class DeploymentState:
             desired_replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
             annotations=dict(metadata.get("annotations") or {}),
             progress_deadline_exceeded=stuck,
+            image=_first_image((deployment.get("spec") or {}).get("template") or {}),
         )
 
     @property
@@ -111,6 +114,15 @@ UNBOUND_CLAIM = "unbound immediate PersistentVolumeClaims"
 """What the scheduler says of a pod whose claim is not bound yet."""
 LAST_WORDS = 400
 """Characters of a crashed container's last output kept in a message."""
+CRASH_RESTARTS = 2
+"""Restarts after which a crash-looping container of a new revision counts as broken: a program that
+failed three times in a row with the same spec will not start by waiting longer."""
+
+
+def _first_image(template: dict[str, Any]) -> str | None:
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    image = containers[0].get("image")
+    return str(image) if image else None
 
 
 def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
@@ -133,19 +145,38 @@ def start_problem(pods: list[dict[str, Any]]) -> Problem | None:
                 continue
             what = f"pod {(pod.get('metadata') or {}).get('name', '?')}: container {container.get('name')}"
             if reason == "CrashLoopBackOff":
-                return Problem(reason, _crashed(what, container), retryable=True)
+                return Problem(reason, crashed(what, container), retryable=True)
             detail = waiting.get("message") or waiting["reason"]
             return Problem(reason, f"{what} ({container.get('image', '')}): {detail}", retryable=True)
     return None
 
 
-def _crashed(what: str, container: dict[str, Any]) -> str:
+def crashed(what: str, container: dict[str, Any]) -> str:
+    """What a crashed container said: its exit code, restarts and the end of its output."""
     ended = (container.get("lastState") or {}).get("terminated") or {}
     words = " ".join(str(ended.get("message") or "").split())[-LAST_WORDS:]
     restarts = container.get("restartCount", 0)
     return f"{what} exited with code {ended.get('exitCode', '?')}, {restarts} restart(s)" + (
         f": {words}" if words else ""
     )
+
+
+def crash_loop(pods: list[dict[str, Any]], annotation: str, value: str) -> Problem | None:
+    """A container of one revision's pods (those whose `annotation` is `value`) crash-looping after
+    CRASH_RESTARTS restarts or more, with what it said last."""
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        if (metadata.get("annotations") or {}).get(annotation) != value or metadata.get("deletionTimestamp"):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if (
+                waiting.get("reason") == "CrashLoopBackOff"
+                and container.get("restartCount", 0) >= CRASH_RESTARTS
+            ):
+                what = f"pod {metadata.get('name', '?')}: container {container.get('name')}"
+                return Problem("CrashLoopBackOff", crashed(what, container))
+    return None
 
 
 def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
@@ -155,6 +186,20 @@ def unschedulable_message(pods: list[dict[str, Any]]) -> str | None:
             if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
                 return str(condition.get("message") or "no node fits the pod")
     return None
+
+
+@dataclass(frozen=True)
+class GatewayApis:
+    """Which gateway kinds the cluster serves (their CRDs are installed), as discovered."""
+
+    inference_pool: bool = False
+    """inference.networking.k8s.io/v1 InferencePool."""
+    http_route: bool = False
+    """gateway.networking.k8s.io/v1 HTTPRoute."""
+
+
+EVERYWHERE = GatewayApis(inference_pool=True, http_route=True)
+"""What `moorage render` assumes: the children a cluster with both CRDs gets."""
 
 
 @dataclass(frozen=True)
@@ -175,3 +220,11 @@ class Observed:
     deployment: DeploymentState | None = None
     serving_blocked: Problem | None = None
     """Why serving pods of a rollout do not come up: unschedulable, image pull, crash loop."""
+    crash_loop: Problem | None = None
+    """The pods of the Deployment's current template crash-loop (CRASH_RESTARTS or more restarts)."""
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Pod templates of the Deployment's ReplicaSets, by their moorage.dev/template-hash: what a
+    rollback restores."""
+    gateway_apis: GatewayApis = GatewayApis()
+    gateway_hashes: tuple[tuple[str, str], ...] = ()
+    """(kind, spec-hash annotation) of the model's live InferencePool and HTTPRoute."""

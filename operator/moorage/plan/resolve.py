@@ -4,10 +4,8 @@ user's Secret, so the operator needs no access to Secrets at all (it reads the J
 from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.plan.config import PlanConfig
-from moorage.plan.jobs import job_spec
-from moorage.plan.meta import Manifest, child, labels, truncate_name
-from moorage.plan.security import container_security_context, pod_security_context
-from moorage.plan.weights import hub_env
+from moorage.plan.jobs import program_container, program_job
+from moorage.plan.meta import Manifest, truncate_name
 
 CONTAINER = "resolve"
 BACKOFF_LIMIT = 4
@@ -42,30 +40,9 @@ def resolve_job(model: OpenSourceModel, config: PlanConfig) -> Manifest:
     if tune and tune.dataset.from_hub:
         args += ["--dataset", tune.dataset.uri, "--dataset-revision", tune.dataset.revision]
     args += [f"--adapter={a.name}={a.uri}@{a.revision}" for a in model.spec.adapters or ()]
-    container = {
-        "name": CONTAINER,
-        "image": config.operator_image,
-        "command": ["moorage"],
-        "args": args,
-        "env": [*hub_env(model, config), {"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pod_spec = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-    }
-    job_labels = labels(model, "resolve")
-    return child(
-        model,
-        api_version="batch/v1",
-        kind="Job",
-        name=job_name(model),
-        labels_=job_labels,
-        body={"spec": job_spec(CONTAINER, pod_spec, job_labels, backoff_limit=BACKOFF_LIMIT)},
+    container = program_container(
+        CONTAINER, args, model, config, requests=("100m", "256Mi"), memory_limit="512Mi", weights=False
+    )
+    return program_job(
+        model, container, name=job_name(model), component="resolve", claim=None, backoff_limit=BACKOFF_LIMIT
     )

@@ -208,7 +208,7 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
 def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> Manifest:
     serving = model.spec.serving
     pod_labels = labels(model, "serving")
-    body = {
+    body: dict[str, Any] = {
         "spec": {
             "replicas": serving.replicas,
             "selector": {"matchLabels": selector(model)},
@@ -235,8 +235,12 @@ def deployment(model: OpenSourceModel, target: ServingTarget, config: PlanConfig
             },
         }
     }
-    # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale.
-    annotations = {**target.annotations(), TEMPLATE_HASH: content_hash(body["spec"]["template"], length=16)}
+    # The pods' hash apart from the whole object's: a new one means a rollout, the same one a scale. The
+    # pods carry it too, so the operator tells a new revision's pods (and ReplicaSet) from the old ones'.
+    template: dict[str, Any] = body["spec"]["template"]
+    template_hash = content_hash(template, length=16)
+    template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash
+    annotations = {**target.annotations(), TEMPLATE_HASH: template_hash}
     return child(
         model,
         api_version="apps/v1",

@@ -14,11 +14,13 @@ from moorage.api.status import (
     OpenSourceModelStatus,
     WeightsStatus,
 )
-from moorage.plan import adapters, meta
+from moorage.plan import adapters, gateway, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
-from moorage.plan.serving import endpoint, served_model_name
+from moorage.plan.revisions import proven, revision_of, revisions
+from moorage.plan.rollback import ROLLED_BACK
+from moorage.plan.serving import PORT, endpoint, served_model_name
 
 T = ConditionType
 HUB_DOWN = "the hub cannot be reached, so the commit pinned in status stands"
@@ -198,6 +200,40 @@ def _ready(
     )
 
 
+def _gateway(model: OpenSourceModel, observed: Observed, plan: Plan) -> Verdict | None:
+    """Whether the gateway objects the spec asks for are in place; never a verdict on serving."""
+    if model.spec.gateway is None:
+        return None
+    name = model.metadata.name
+    lacking = gateway.missing(model, observed.gateway_apis)
+    if lacking == gateway.INFERENCE_POOL:
+        return Verdict(
+            False,
+            "InferencePoolCRDNotInstalled",
+            f"spec.gateway: this cluster does not serve {lacking.kind} {lacking.api_version} (CRD "
+            f"{lacking.crd}): install the Gateway API Inference Extension's CRDs; the model serves on its "
+            "Service meanwhile",
+        )
+    live = dict(observed.gateway_hashes)
+    planned = [c for c in plan.children if c["apiVersion"] in gateway.API_VERSIONS]
+    pending = [c for c in planned if live.get(c["kind"]) != c["metadata"]["annotations"][meta.SPEC_HASH]]
+    if pending:
+        return Verdict(False, "Applying", "applying " + ", ".join(f"{c['kind']} {name}" for c in pending))
+    if lacking is not None:
+        return Verdict(
+            False,
+            "HTTPRouteCRDNotInstalled",
+            f"spec.gateway.route: this cluster does not serve {lacking.kind} {lacking.api_version} (CRD "
+            f"{lacking.crd}): install the Gateway API CRDs; InferencePool {name} is in place",
+        )
+    message = f"InferencePool {name} selects the serving pods on port {PORT}"
+    route = model.spec.gateway.route
+    if route is not None:
+        where = f"{route.gateway.namespace or model.metadata.namespace}/{route.gateway.name}"
+        message += f"; HTTPRoute {name} routes {route.path} on Gateway {where} to it"
+    return Verdict(True, "Applied", message)
+
+
 def _conditions(
     verdicts: dict[ConditionType, Verdict | None],
     previous: OpenSourceModelStatus,
@@ -243,6 +279,10 @@ def status(
     served = _adapters(model, observed, weights)
     stall = _stall(model, observed, weights, tuned)
     ready = _ready(model, observed, plan, weights, tuned, served=served)
+    if plan.rollback is not None and observed.problem is None and failure is None:
+        # Serving, but not what the spec asks for, and no retry will change that: a person must.
+        stall = Problem(ROLLED_BACK, plan.rollback.message())
+        ready = Verdict(False, stall.reason, stall.message)
     if failure is not None:
         ready = Verdict(False, failure.reason, failure.message)
     verdicts: dict[ConditionType, Verdict | None] = {
@@ -256,9 +296,18 @@ def status(
         T.WEIGHTS_READY: weights,
         T.FINE_TUNED: tuned,
         T.AVAILABLE: _available(observed),
+        T.GATEWAY_READY: _gateway(model, observed, plan),
     }
     resolved = observed.resolved
     deployment = observed.deployment
+    planned = next((c for c in plan.children if c["kind"] == "Deployment"), None)
+    records = revisions(
+        previous,
+        revision_of(planned) if planned is not None else None,
+        proven(deployment),
+        plan.rollback.failed if plan.rollback else None,
+        now,
+    )
     fine_tune = None
     if plan.desired and plan.desired.adapter and tuned is not None:
         details = observed.finetune.report.details if observed.finetune and observed.finetune.report else {}
@@ -294,6 +343,10 @@ def status(
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
         adapters=_adapter_statuses(model, observed, served, removing),
+        revision=records.current,
+        last_ready_revision=records.last_ready,
+        failed_revision=records.failed,
+        revision_history=records.history,
     )
 
 

@@ -9,9 +9,8 @@ from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import GIB
 from moorage.api.resolved import ResolvedSource
 from moorage.plan.config import PlanConfig
-from moorage.plan.jobs import job_spec
-from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, labels, owner_reference, truncate_name
-from moorage.plan.security import container_security_context, pod_security_context
+from moorage.plan.jobs import program_container, program_job
+from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, owner_reference, truncate_name
 
 HEADROOM_BYTES = 2 * GIB
 """Room beside the weights for adapters, datasets and the filesystem's own overhead."""
@@ -85,17 +84,6 @@ def pull_job_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
     return truncate_name(model.metadata.name, f"pull-{weights_id(model, resolved)}")
 
 
-def hub_env(model: OpenSourceModel, config: PlanConfig) -> list[dict[str, Any]]:
-    """Hub settings for a pod; the token comes from the Secret, so it is never in the manifest."""
-    env: list[dict[str, Any]] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
-    if config.hf_endpoint:
-        env.append({"name": "HF_ENDPOINT", "value": config.hf_endpoint})
-    ref = model.spec.source.token_secret_ref
-    if ref:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
-    return env
-
-
 def pull_container(
     name: str, source: ResolvedSource, include: Sequence[str], model: OpenSourceModel, config: PlanConfig
 ) -> dict[str, Any]:
@@ -103,43 +91,17 @@ def pull_container(
     args = ["pull", source.uri, "--revision", source.sha, "--dest", str(WEIGHTS_MOUNT)]
     for pattern in include:
         args += ["--include", pattern]
-    return {
-        "name": name,
-        "image": config.operator_image,
-        "command": ["moorage"],
-        "args": args,
-        "env": [*hub_env(model, config), {"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "weights", "mountPath": str(WEIGHTS_MOUNT)},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-    }
+    return program_container(name, args, model, config, requests=("500m", "512Mi"), memory_limit="2Gi")
 
 
 def pull_job(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> Manifest:
     container = pull_container("pull", resolved, model.spec.source.include or (), model, config)
-    pod_spec = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": [
-            {"name": "weights", "persistentVolumeClaim": {"claimName": claim_name(model, resolved)}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
-    job_labels = labels(model, "weights")
-    body = {"spec": job_spec("pull", pod_spec, job_labels, backoff_limit=6)}
-    annotations = {"moorage.dev/revision": resolved.sha}
-    return child(
+    return program_job(
         model,
-        api_version="batch/v1",
-        kind="Job",
+        container,
         name=pull_job_name(model, resolved),
-        labels_=job_labels,
-        body=body,
-        annotations=annotations,
+        component="weights",
+        claim=claim_name(model, resolved),
+        backoff_limit=6,
+        annotations={"moorage.dev/revision": resolved.sha},
     )

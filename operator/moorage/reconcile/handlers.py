@@ -12,14 +12,17 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from moorage.api.model import GROUP, PLURAL, VERSION
 from moorage.plan.config import PlanConfig
+from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
 from moorage.reconcile.cache import Cache, Store, resource_version
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube
 from moorage.reconcile.queue import WorkQueue
 from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.operator")
+GATEWAY_CRDS = frozenset(api.crd for api in GATEWAY_KINDS)
 
 API_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 """A busy API server can take more than lightkube's 10 s for a write (Services queue for their address):
@@ -35,6 +38,7 @@ class Operator:
     queue: WorkQueue | None = None
     cache: Cache = Cache()
     """What the watches said; a fresh one each start."""
+    discovery: Discovery | None = None
 
 
 @kopf.on.startup()
@@ -53,7 +57,10 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage", timeout=API_TIMEOUT
     )
     kube = Kube(client, Operator.cache)
-    reconciler = Reconciler(kube, Operator.config, Resolver(endpoint=Operator.config.hf_endpoint))
+    Operator.discovery = Discovery(kube)
+    reconciler = Reconciler(
+        kube, Operator.config, Resolver(endpoint=Operator.config.hf_endpoint), Operator.discovery
+    )
     Operator.queue = WorkQueue(reconciler)
     log.info("moorage operator started")
 
@@ -170,3 +177,24 @@ for _watched in WATCHED:
     _cache(_watched)
 for _watched in CHILDREN:
     _child_handler(_watched)
+
+
+async def _gateway_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    # Not cached: the gateway kinds exist only where their CRDs are installed, and kopf's first-listing
+    # guarantee (see _cache) covers only kinds there at its start; their reads go to the API server.
+    for owner in _owners(body):
+        _trigger(namespace, owner)
+
+
+# Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
+for _api in GATEWAY_KINDS:
+    kopf.on.event(_api.group, _api.version, _api.plural, labels={MANAGED_BY: OPERATOR})(_gateway_event)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+async def _crd_event(name: str | None, **_: Any) -> None:
+    # The gateway kinds installed or removed (or becoming established): every model looks again, so one
+    # that asked for an InferencePool gets it now, not at the next change of its own.
+    if name in GATEWAY_CRDS and Operator.discovery and Operator.queue:
+        Operator.discovery.forget()
+        Operator.queue.trigger_all()

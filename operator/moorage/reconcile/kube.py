@@ -1,30 +1,39 @@
 """The few Kubernetes calls the operator makes, as plain dicts in and out (lightkube underneath)."""
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, codecs, operators
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from moorage.api.model import GROUP, KIND, PLURAL, VERSION
+from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.reconcile.cache import Cache
 
+log = logging.getLogger("moorage.kube")
 FIELD_MANAGER = "moorage"
 OpenSourceModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 KINDS: dict[str, Any] = {
+    **{
+        api.kind: create_namespaced_resource(api.group, api.version, api.kind, api.plural)
+        for api in GATEWAY_KINDS
+    },
     "Deployment": Deployment,
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "ReplicaSet": ReplicaSet,
     "Service": Service,
 }
 
@@ -60,6 +69,7 @@ class Kube:
         self._max_in_flight = max_in_flight
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._forbidden: set[str] = set()
 
     async def get(self, kind: str, namespace: str, name: str, *, watched: bool = True) -> Obj | None:
         """`watched=False` for an object the operator's watches may not see (one it does not manage)."""
@@ -107,6 +117,30 @@ class Kube:
         """The API server's answer to our write: the body the next reconcile must see."""
         if answer is not None and kind in self.cache.stores:
             self.cache.store(kind).put(_plain(answer))
+
+    async def served(self, kind: str, namespace: str) -> bool:
+        """Whether the API server serves `kind` (its CRD is installed): a list of at most one object in a
+        namespace the operator serves, which it may list anyway to watch its children. 404: not served.
+        403: the operator's RBAC leaves the kind out (a chart of its own): as good as not served, said once
+        in the log, so that serving never depends on it."""
+        try:
+            async for _ in self.client.list(KINDS[kind], namespace=namespace, chunk_size=1):
+                break
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            if error.status.code == 403:
+                if kind not in self._forbidden:
+                    self._forbidden.add(kind)
+                    log.warning("may not list %s in %s (RBAC); treating it as not installed", kind, namespace)
+                return False
+            raise
+        except httpx2.HTTPStatusError as error:
+            # An unknown resource's 404 is a plain-text page, not a Status: lightkube leaves it to httpx2.
+            if error.response.status_code == 404:
+                return False
+            raise
+        return True
 
     async def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
         """Server-side apply: we own the fields we set, and only those."""

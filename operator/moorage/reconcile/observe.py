@@ -11,15 +11,20 @@ from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
 from moorage.plan import adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
-from moorage.plan.meta import selector
+from moorage.plan.gateway import HTTP_ROUTE, INFERENCE_POOL
+from moorage.plan.meta import SPEC_HASH, selector
 from moorage.plan.observed import (
     DeploymentState,
+    GatewayApis,
     JobState,
     Observed,
     Problem,
+    crash_loop,
     start_problem,
 )
+from moorage.plan.serving import TEMPLATE_HASH
 from moorage.reconcile.checks import serving_problem
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
 
@@ -301,7 +306,27 @@ async def _job(kube: Kube, namespace: str, name: str, container: str) -> tuple[O
     return job, state
 
 
-async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig) -> World:
+async def _gateway(
+    kube: Kube, discovery: Discovery, model: OpenSourceModel, live: dict[tuple[str, str], Obj]
+) -> tuple[GatewayApis, tuple[tuple[str, str], ...]]:
+    """Which gateway kinds the cluster serves, and the model's live objects of those kinds (also when the
+    spec no longer asks for them: they are to be removed)."""
+    namespace, name = model.metadata.namespace, model.metadata.name
+    apis = await discovery.gateway_apis(namespace)
+    hashes = []
+    for api, served in ((INFERENCE_POOL, apis.inference_pool), (HTTP_ROUTE, apis.http_route)):
+        obj = await kube.get(api.kind, namespace, name) if served else None
+        if obj:
+            live[api.kind, name] = obj
+            hashes.append(
+                (api.kind, ((obj.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH, ""))
+            )
+    return apis, tuple(hashes)
+
+
+async def observe(
+    kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig, discovery: Discovery
+) -> World:
     namespace, name = model.metadata.namespace, model.metadata.name
     live: dict[tuple[str, str], Obj] = {}
     resolved = dataset = problem = None
@@ -311,6 +336,11 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         await _check_dataset_claim(kube, model)
     except SourceProblemError as error:
         problem = error.problem
+
+    if resolve.needs_job(model):
+        job_name = resolve.job_name(model)
+        if (job := await kube.get("Job", namespace, job_name)) is not None:
+            live["Job", job_name] = job  # a Job that exists is never applied again
 
     pull = tuned = adapters_job = None
     if resolved is not None:
@@ -335,7 +365,8 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
             if job:
                 live["Job", job_name] = job
 
-    deployment_state = blocked = None
+    deployment_state = blocked = crashing = None
+    templates: dict[str, Obj] = {}
     for kind in ("Deployment", "Service", "PodDisruptionBudget"):
         obj = await kube.get(kind, namespace, name)
         if obj:
@@ -343,10 +374,25 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
     deployment = live.get(("Deployment", name))
     if deployment:
         deployment_state = DeploymentState.from_deployment(deployment)
+        current = deployment_state.annotations.get(TEMPLATE_HASH)
         if not deployment_state.rolled_out:
-            blocked = start_problem(await kube.select("Pod", namespace, selector(model)))
+            pods = await kube.select("Pod", namespace, selector(model))
+            blocked = start_problem(pods)
+            crashing = crash_loop(pods, TEMPLATE_HASH, current) if current else None
+        if current:
+            templates[current] = (deployment.get("spec") or {}).get("template") or {}
+        last_ready = model.status.last_ready_revision
+        if (
+            model.spec.serving.rollout.rolls_back()
+            and last_ready
+            and last_ready.template_hash not in templates
+        ):
+            templates |= await _templates(kube, model, deployment)
 
+    gateway_apis, gateway_hashes = await _gateway(kube, discovery, model, live)
     observed = Observed(
+        gateway_apis=gateway_apis,
+        gateway_hashes=gateway_hashes,
         resolved=resolved,
         dataset=dataset,
         problem=problem,
@@ -356,5 +402,22 @@ async def observe(kube: Kube, resolver: Resolver, model: OpenSourceModel, config
         adapters_job=adapters_job,
         deployment=deployment_state,
         serving_blocked=blocked,
+        crash_loop=crashing,
+        templates=templates,
     )
     return World(observed, live)
+
+
+async def _templates(kube: Kube, model: OpenSourceModel, deployment: Obj) -> dict[str, Obj]:
+    """The pod templates of the Deployment's ReplicaSets (kept per its revisionHistoryLimit), by hash."""
+    uid = deployment["metadata"].get("uid")
+    found: dict[str, Obj] = {}
+    for replica_set in await kube.select("ReplicaSet", model.metadata.namespace, selector(model)):
+        owners = replica_set["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == uid for o in owners):
+            continue
+        template = (replica_set.get("spec") or {}).get("template") or {}
+        hash_ = ((template.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
+        if hash_:
+            found[hash_] = template
+    return found

@@ -32,6 +32,12 @@ class WorkQueue:
         if key not in self._workers or self._workers[key].done():
             self._workers[key] = asyncio.create_task(self._run(key), name=f"reconcile {namespace}/{name}")
 
+    def trigger_all(self) -> None:
+        """Every model seen since the start (each one's first event came through `trigger`): for a change
+        that concerns them all, such as a CRD installed. A model deleted since costs one empty look."""
+        for key in list(self._pending):
+            self.trigger(*key)
+
     async def _run(self, key: Key) -> None:
         failures = 0
         pending = self._pending[key]

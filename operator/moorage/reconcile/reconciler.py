@@ -20,11 +20,14 @@ from moorage.plan import adapters, weights
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
+from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import SPEC_HASH, WEIGHTS_LABEL, selector
 from moorage.plan.observed import Problem
+from moorage.plan.rollback import ROLLED_BACK
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import fingerprint, invalid_spec_status, status
 from moorage.reconcile.adapters import unload
+from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube, Obj, namespace_terminating
 from moorage.reconcile.observe import World, observe
 from moorage.reconcile.resolver import Resolver
@@ -58,6 +61,11 @@ class Reconciler:
     kube: Kube
     config: PlanConfig = field(default_factory=PlanConfig)
     resolver: Resolver = field(default_factory=Resolver)
+    discovery: Discovery | None = None
+    """Which gateway CRDs the cluster serves; made from `kube` unless given."""
+
+    def __post_init__(self) -> None:
+        self._discovery = self.discovery or Discovery(self.kube)
 
     async def __call__(self, namespace: str, name: str) -> float | None:
         """Reconciles one model; returns when to look again without an event, if ever."""
@@ -76,10 +84,20 @@ class Reconciler:
         model = OpenSourceModel(
             metadata=ObjectMeta.model_validate(raw["metadata"]), spec=spec, status=previous
         )
-        world = await observe(self.kube, self.resolver, model, self.config)
+        world = await observe(self.kube, self.resolver, model, self.config, self._discovery)
         the_plan = plan(model, world.observed, self.config)
+        now = _now()  # one time for every status of this reconcile: they agree, so one write
+        if the_plan.rollback is not None and the_plan.rollback.new:
+            # Remembered before the Deployment changes: an operator that stops in between still knows which
+            # revision failed, and does not try it again.
+            rolled_back = status(model, world.observed, the_plan, self.config, now)
+            await self._write_status(raw, previous, rolled_back)
+            previous = rolled_back
+            log.warning("%s/%s: %s", namespace, name, the_plan.rollback.message())
+            await self.kube.event(raw, "Warning", ROLLED_BACK, the_plan.rollback.message())
         try:
             await self._apply(raw, model, the_plan, world)
+            await self._remove_unwanted_gateway(model, the_plan, world)
             if world.observed.resolved is not None and world.observed.problem is None:
                 await self._mark_pulled(model, world)
                 await self._clean_up(model, the_plan, world)
@@ -88,11 +106,11 @@ class Reconciler:
                 log.info("%s/%s: namespace is being deleted; the model goes with it", namespace, name)
                 return None
             # Never silent: the model says what the API server refused, then the queue retries with backoff.
-            failed = status(model, world.observed, the_plan, self.config, _now(), failure=error.problem)
+            failed = status(model, world.observed, the_plan, self.config, now, failure=error.problem)
             await self._write_status(raw, previous, failed)
             raise
         removing = await self._unload_removed_adapters(model, world)
-        new = status(model, world.observed, the_plan, self.config, _now(), removing=removing)
+        new = status(model, world.observed, the_plan, self.config, now, removing=removing)
         await self._write_status(raw, previous, new)
         return _next_look(new)
 
@@ -174,7 +192,7 @@ class Reconciler:
             )
             return
         log.info("%s/%s: applied %s %s", namespace, model.metadata.name, kind, name)
-        if kind == "Deployment":
+        if kind == "Deployment" and the_plan.rollback is None:
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
     async def _join_claim(self, model: OpenSourceModel, live: Obj, manifest: Obj) -> None:
@@ -190,6 +208,19 @@ class Reconciler:
         name = manifest["metadata"]["name"]
         await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
         log.info("%s/%s: joined weights volume %s", *model.key, name)
+
+    async def _remove_unwanted_gateway(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
+        """An InferencePool or HTTPRoute the spec no longer asks for goes (spec.gateway or its route
+        removed). The model's own only: a user's object of the same name is left alone."""
+        name, uid = model.metadata.name, model.metadata.uid
+        for api in GATEWAY_KINDS:
+            live = world.live.get((api.kind, name))
+            if live is not None and name not in the_plan.names(api.kind) and _owned_by(live, uid):
+                try:
+                    await self.kube.delete(api.kind, model.metadata.namespace, name)
+                except ApiError as error:
+                    raise ApplyError(api.kind, name, error) from error
+                log.info("%s/%s: removed %s %s (no longer in spec.gateway)", *model.key, api.kind, name)
 
     async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
         """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
@@ -263,7 +294,7 @@ class Reconciler:
             if before is not None and before.status == condition.status:
                 continue
             event = EVENTS.get((ConditionType(condition.type), condition.status))
-            if event:
+            if event and condition.reason != ROLLED_BACK:  # that one is told when it is decided
                 reason = condition.reason if condition.type == ConditionType.STALLED else event[1]
                 await self.kube.event(raw, event[0], reason, condition.message or condition.reason)
 
