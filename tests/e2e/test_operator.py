@@ -495,8 +495,14 @@ def test_restart_resumes_without_duplicates(cluster: Cluster, operator: Running,
     assert len(get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]) == 1
 
 
-def _writes_since(cluster: Cluster, since: float, namespace: str) -> list[Obj]:
-    """Writes by the operator's user into one namespace (other tests' namespaces are being torn down)."""
+def _requests_since(
+    cluster: Cluster,
+    since: float,
+    namespace: str,
+    verbs: tuple[str, ...] = ("create", "update", "patch", "delete"),
+) -> list[Obj]:
+    """Writes (or other verbs) by the operator into one namespace (other tests' namespaces are being torn
+    down); the test's own kubectl runs as the same user, its user agent tells them apart."""
     writes = []
     for line in cluster.audit_log.read_text().splitlines():
         event = json.loads(line)
@@ -508,20 +514,24 @@ def _writes_since(cluster: Cluster, since: float, namespace: str) -> list[Obj]:
             stamp >= since
             and event.get("objectRef", {}).get("namespace") == namespace
             and event["user"]["username"] == ADMIN_USER
-            and event["verb"] in ("create", "update", "patch", "delete")
+            and not event.get("userAgent", "").startswith("kubectl")
+            and event["verb"] in verbs
         ):
             writes.append(event)
     return writes
 
 
-def test_idle_operator_makes_no_writes(cluster: Cluster, operator: Running, namespace: str) -> None:
+def test_idle_operator_makes_no_writes_nor_reads(cluster: Cluster, operator: Running, namespace: str) -> None:
     cluster.apply(model("idle", serving={"replicas": 2}), namespace=namespace)
     wait_condition(cluster, namespace, "idle", "Ready")
     time.sleep(3)  # let the last events of the rollout drain
     start = time.time() + 1
     time.sleep(12)
-    writes = _writes_since(cluster, start, namespace)
+    writes = _requests_since(cluster, start, namespace)
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
+    # Nor reads: the reconcile reads from the watches' stores (the watches themselves stay open).
+    reads = _requests_since(cluster, start, namespace, verbs=("get", "list"))
+    assert reads == [], [f"{r['verb']} {r['requestURI']}" for r in reads]
 
 
 def test_autoscaling_without_keda_keeps_min_replicas_and_says_so(

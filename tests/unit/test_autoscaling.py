@@ -162,7 +162,7 @@ class FakeKube:
         done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}  # every Job succeeded
         return {"OpenSourceModel": self.model, "Deployment": self.deployment, "Job": done}.get(kind)
 
-    async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
+    async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
         return []
 
     async def served(self, kind: str, namespace: str) -> bool:
@@ -188,15 +188,13 @@ class FakeKube:
 
 
 def live_deployment(manager: str) -> Obj:
-    """The Deployment as applied by `manager` with 3 replicas, its pods from a spec with 3 replicas."""
+    """The Deployment with 3 replicas as the operator last applied it: with its replicas ("moorage"), or
+    leaving them to the scaler (any other `manager`)."""
     spec = OpenSourceModelSpec.from_manifest({"source": {"uri": "hf://org/m"}, "serving": {"replicas": 3}})
     the_model = OpenSourceModel(metadata=ObjectMeta(name="m", namespace="ml", uid="u-1"), spec=spec)
     deployment = kinds(plan(the_model, observed(None), CONFIG).children)["Deployment"]
-    fields = {"f:spec": {"f:replicas": {}, "f:template": {}}}
-    deployment["metadata"]["managedFields"] = [
-        {"manager": manager, "operation": "Apply", "fieldsV1": fields},
-        {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}},
-    ]
+    if manager != "moorage":
+        deployment["metadata"]["annotations"]["moorage.dev/replicas-owner"] = "autoscaler"
     return deployment
 
 

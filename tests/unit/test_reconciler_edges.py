@@ -10,6 +10,7 @@ from lightkube.models.meta_v1 import Status
 
 from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import HubFile, ResolvedSource
+from moorage.plan import weights
 from moorage.plan.children import plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import DeploymentState, JobState, Observed
@@ -39,7 +40,7 @@ class FakeKube:
     async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.model if kind == "OpenSourceModel" else None
 
-    async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
+    async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
         return []
 
     async def served(self, kind: str, namespace: str) -> bool:
@@ -159,6 +160,46 @@ def test_a_changed_job_is_replaced_unless_it_finished(condition: str | None, rep
     assert kube.deleted == ([f"Job/{name}"] if replaced else [])
 
 
+class ClaimKube(JobKube):
+    """The weights volume exists, made by another model on the same weights; patches are recorded."""
+
+    def __init__(self, claim: Obj) -> None:
+        super().__init__({"metadata": {"name": "no-such-job"}})
+        self.claim = claim
+        self.patches: list[tuple[str, str, list[Obj]]] = []
+
+    async def get(self, kind: str, namespace: str, name: str, **_: object) -> Obj | None:
+        if kind == "PersistentVolumeClaim" and name == self.claim["metadata"]["name"]:
+            return self.claim
+        return await super().get(kind, namespace, name)
+
+    async def patch(self, *args: Any) -> None:
+        kind, _, name, patch = args
+        self.patches.append((kind, name, patch))
+
+
+def test_a_model_joins_a_shared_volume_with_its_owner_reference_alone() -> None:
+    """A hundred models on one base: each adds its owner reference with a patch, never an apply under a
+    field manager of its own, which would make each model's write cost grow with the number of models."""
+    model = OpenSourceModel.parse(MODEL)
+    claim = weights.weights_claim(model, RESOLVED)
+    claim["metadata"]["ownerReferences"] = [{**claim["metadata"]["ownerReferences"][0], "uid": "u-other"}]
+    kube = ClaimKube(claim)
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    name = claim["metadata"]["name"]
+    assert f"PersistentVolumeClaim/{name}" not in kube.applied
+    joins = [p for kind, n, p in kube.patches if kind == "PersistentVolumeClaim" and n == name]
+    assert joins == [
+        [
+            {
+                "op": "add",
+                "path": "/metadata/ownerReferences/-",
+                "value": weights.weights_claim(model, RESOLVED)["metadata"]["ownerReferences"][0],
+            }
+        ]
+    ]
+
+
 # ---- a rollback is remembered before the Deployment changes
 
 
@@ -217,7 +258,7 @@ class RollbackKube(FakeKube):
             return {"metadata": {"name": name, "annotations": annotations}}
         return await super().get(kind, namespace, name)
 
-    async def select(self, kind: str, namespace: str, labels: object) -> list[Obj]:
+    async def select(self, kind: str, namespace: str, labels: object, owner: object = None) -> list[Obj]:
         hash_ = self.live["metadata"]["annotations"][TEMPLATE_HASH]
         if kind == "Pod":
             container = {

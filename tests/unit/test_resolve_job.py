@@ -39,7 +39,9 @@ class Kube:
             return MODEL
         return self.job if kind == "Job" and name == JOB else None
 
-    async def select(self, kind: str, namespace: str, labels: dict[str, str | None]) -> list[Obj]:
+    async def select(
+        self, kind: str, namespace: str, labels: dict[str, str | None], owner: str | None = None
+    ) -> list[Obj]:
         return [self.pod] if kind == "Pod" and self.pod and labels.get("job-name") == JOB else []
 
     async def served(self, kind: str, namespace: str) -> bool:

@@ -66,11 +66,15 @@ T = TypeVar("T")
 
 _LEASE_SECONDS = 120
 _PORT_ATTEMPTS = 3
+_CONTROLLER_THROUGHPUT = ("--kube-api-qps=500", "--kube-api-burst=1000")
 _AUDIT_POLICY: JSON = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
+        # Reads too for the admin user (tests, benchmarks and the operator they run): an idle operator
+        # must neither write nor read beyond its watches, and the audit log is where that shows.
+        {"level": "Metadata", "users": [ADMIN_USER]},
         {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "None"},
     ],
@@ -427,6 +431,14 @@ class Cluster:
                 f"--cluster-signing-key-file={certs.ca.key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--cluster-name=devcluster",
+                # At its defaults (20 requests/s, 5 objects of a kind at once) the controller-manager
+                # alone needs minutes for the Jobs, ReplicaSets and pods of a thousand models (about ten
+                # writes each): a benchmark would measure it, not the operator. Clusters that run that
+                # many are sized for it too.
+                *_CONTROLLER_THROUGHPUT,
+                "--concurrent-job-syncs=20",
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
                 f"--node-monitor-grace-period={_LEASE_SECONDS + 60}s",
                 # Its default is under /usr/libexec, which it would create.
                 f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
@@ -434,7 +446,12 @@ class Cluster:
         )
         self._spawn(
             "kube-scheduler",
-            [f"--kubeconfig={kubeconfigs['scheduler']}", "--secure-port=0", "--leader-elect=false"],
+            [
+                f"--kubeconfig={kubeconfigs['scheduler']}",
+                "--secure-port=0",
+                "--leader-elect=false",
+                *_CONTROLLER_THROUGHPUT,
+            ],
         )
         stages = self.workdir / "kwok.yaml"
         stages.write_text(kwok_stages.render())

@@ -25,6 +25,9 @@ TARGET_ANNOTATIONS = (
     "moorage.dev/adapter-path",
     "moorage.dev/adapter-rank",
 )
+REPLICAS_OWNER = "moorage.dev/replicas-owner"
+"""Annotation on a Deployment whose replicas the operator leaves to an autoscaler (value AUTOSCALER)."""
+AUTOSCALER = "autoscaler"
 WEIGHTS_BYTES = "moorage.dev/weights-bytes"
 """Annotation: the size of the served weights, which the pods' resource requests are sized from."""
 STARTUP_PERIOD_SECONDS = 10
@@ -256,6 +259,8 @@ def deployment(
     template_hash = content_hash(template, length=16)
     template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash
     annotations = {**target.annotations(), TEMPLATE_HASH: template_hash}
+    if scaled:
+        annotations[REPLICAS_OWNER] = AUTOSCALER
     return child(
         model,
         api_version="apps/v1",

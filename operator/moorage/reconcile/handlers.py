@@ -1,8 +1,11 @@
-"""The kopf layer, thin: every event about a model or one of its children triggers that model's reconcile."""
+"""The kopf layer, thin: every event about a model or one of its children triggers that model's reconcile,
+and every body the watches bring goes into the cache the reconcile reads from."""
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import kopf
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
@@ -12,6 +15,7 @@ from moorage.plan.autoscaling import KEDA_CRD
 from moorage.plan.config import PlanConfig
 from moorage.plan.gateway import GATEWAY_KINDS
 from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
+from moorage.reconcile.cache import Cache, Store, resource_version
 from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube
 from moorage.reconcile.metrics import Metrics
@@ -22,6 +26,10 @@ from moorage.reconcile.resolver import Resolver
 log = logging.getLogger("moorage.operator")
 GATEWAY_CRDS = frozenset(api.crd for api in GATEWAY_KINDS)
 
+API_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
+"""A busy API server can take more than lightkube's 10 s for a write (Services queue for their address):
+a request abandoned at 10 s is done again from the start, which makes the queue longer still."""
+
 
 class Operator:
     """What the handlers share; set up once kopf's event loop runs."""
@@ -30,6 +38,8 @@ class Operator:
     kubeconfig: KubeConfig | None = None
     """Read before kopf starts, so a missing one is a one-line error, not a retry loop."""
     queue: WorkQueue | None = None
+    cache: Cache = Cache()
+    """What the watches said; a fresh one each start."""
     metrics: Metrics = Metrics()
     """Served by `moorage run --metrics-port` from its own thread."""
     discovery: Discovery | None = None
@@ -41,9 +51,17 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # GitOps diff would show. Our own events replace kopf's log-to-event posting.
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    client = AsyncClient(config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage")
+    for watched in WATCHED:
+        if watched.selector:
+            # Filtered by the API server, not after the bytes came: the operator never sees others' pods.
+            key = (watched.group, watched.version, watched.plural)
+            settings.watching.label_selectors[key] = watched.selector
+    Operator.cache = Cache({watched.kind: Store() for watched in WATCHED})
+    client = AsyncClient(
+        config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage", timeout=API_TIMEOUT
+    )
+    kube = Kube(client, Operator.cache)
     metrics = Operator.metrics
-    kube = Kube(client)
     Operator.discovery = Discovery(kube)
     resolver = Resolver(endpoint=Operator.config.hf_endpoint)
     reconciler = Reconciler(kube, Operator.config, resolver, Operator.discovery, metrics)
@@ -62,8 +80,66 @@ def _trigger(namespace: str | None, name: str | None) -> None:
         Operator.queue.trigger(namespace, name)
 
 
+@dataclass(frozen=True)
+class Watched:
+    kind: str
+    group: str
+    version: str
+    plural: str
+    selector: str | None
+    """The label selector the API server filters the watch with (the handlers' `labels` say the same)."""
+
+    @property
+    def labels(self) -> dict[str, Any] | None:
+        if self.selector is None:
+            return None
+        return {self.selector.split("=")[0]: kopf.PRESENT if "=" not in self.selector else OPERATOR}
+
+
+OURS = f"{MANAGED_BY}={OPERATOR}"
+MODELS = Watched("OpenSourceModel", GROUP, VERSION, PLURAL, None)
+CLAIMS = Watched("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims", OURS)
+CHILDREN = (
+    Watched("Deployment", "apps", "v1", "deployments", OURS),
+    Watched("Job", "batch", "v1", "jobs", OURS),
+    Watched("Service", "", "v1", "services", OURS),
+    Watched("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", OURS),
+    # Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.
+    Watched("Pod", "", "v1", "pods", MODEL_LABEL),
+)
+WATCHED = (MODELS, CLAIMS, *CHILDREN)
+
+
+def _cache(watched: Watched) -> None:
+    """An index handler per kind: kopf runs index handlers before any other handler and holds every
+    other handler back until the first listing of every indexed kind is indexed, so no reconcile can read
+    a store before it holds everything the API server had."""
+
+    def put(body: kopf.Body, **_: Any) -> None:
+        Operator.cache.store(watched.kind).put(
+            dict(body)
+        )  # kopf hands each event's freshly parsed body; nothing mutates it after
+
+    kopf.index(
+        watched.group, watched.version, watched.plural, labels=watched.labels, id=f"cache-{watched.kind}"
+    )(put)
+
+
+def _seen(watched: Watched, type: str | None, body: kopf.Body) -> None:
+    """Any event handler runs only once every kind is indexed (see _cache): the stores can answer."""
+    Operator.cache.mark_synced()
+    if type == "DELETED":
+        metadata = body.get("metadata", {})
+        Operator.cache.store(watched.kind).remove(
+            metadata.get("namespace") or "", metadata["name"], resource_version(body)
+        )
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def _model_event(type: str | None, namespace: str | None, name: str | None, **_: Any) -> None:
+async def _model_event(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str | None, **_: Any
+) -> None:
+    _seen(MODELS, type, body)
     if type != "DELETED":
         _trigger(namespace, name)
     elif namespace and name:
@@ -80,29 +156,45 @@ def _owners(body: kopf.Body) -> list[str]:
     return owners or ([labelled] if labelled else [])
 
 
-async def _child_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def _child_handler(watched: Watched) -> None:
+    async def child_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        _seen(watched, type, body)
+        for owner in _owners(body):
+            _trigger(namespace, owner)
+
+    kopf.on.event(
+        watched.group, watched.version, watched.plural, labels=watched.labels, id=f"event-{watched.kind}"
+    )(child_event)
+
+
+@kopf.on.event(CLAIMS.group, CLAIMS.version, CLAIMS.plural, labels=CLAIMS.labels)
+async def _claim_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    # A weights volume is shared: every owner's apply of its own owner reference changes it, and waking
+    # every owner for each would make N models cost N² reconciles. Nothing in a model's plan or status
+    # reads the volume but its pulled annotations, and those the cache holds without waking anyone: only
+    # its deletion (the owners must make it again) concerns them.
+    _seen(CLAIMS, type, body)
+    if type == "DELETED":
+        for owner in _owners(body):
+            _trigger(namespace, owner)
+
+
+for _watched in WATCHED:
+    _cache(_watched)
+for _watched in CHILDREN:
+    _child_handler(_watched)
+
+
+async def _gateway_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    # Not cached: the gateway kinds exist only where their CRDs are installed, and kopf's first-listing
+    # guarantee (see _cache) covers only kinds there at its start; their reads go to the API server.
     for owner in _owners(body):
         _trigger(namespace, owner)
 
 
-@kopf.on.event("", "v1", "persistentvolumeclaims", labels={MANAGED_BY: OPERATOR})
-async def _claim_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    # A weights volume is shared: every owner's apply of its own owner reference changes it, and waking
-    # every owner for each would make N models cost N² reconciles. Nothing in a model's plan or status
-    # reads the volume, so only its deletion (the owners must make it again) concerns them.
-    if type == "DELETED":
-        await _child_event(body, namespace)
-
-
-for _group, _version, _plural in (
-    ("apps", "v1", "deployments"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "services"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    # Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
-    *((api.group, api.version, api.plural) for api in GATEWAY_KINDS),
-):
-    kopf.on.event(_group, _version, _plural, labels={MANAGED_BY: OPERATOR})(_child_event)
+# Watched once their CRDs are installed: kopf notices CRDs appearing (its watch of CRDs).
+for _api in GATEWAY_KINDS:
+    kopf.on.event(_api.group, _api.version, _api.plural, labels={MANAGED_BY: OPERATOR})(_gateway_event)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -112,7 +204,3 @@ async def _crd_event(name: str | None, **_: Any) -> None:
     if name in (*GATEWAY_CRDS, KEDA_CRD) and Operator.discovery and Operator.queue:
         Operator.discovery.forget()
         Operator.queue.trigger_all()
-
-
-# Pods belong to ReplicaSets and Jobs, not to models: the model label leads back.
-kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})(_child_event)

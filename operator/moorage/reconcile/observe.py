@@ -23,10 +23,10 @@ from moorage.plan.observed import (
     crash_loop,
     start_problem,
 )
-from moorage.plan.serving import TEMPLATE_HASH
+from moorage.plan.serving import AUTOSCALER, REPLICAS_OWNER, TEMPLATE_HASH
 from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.discovery import Discovery
-from moorage.reconcile.kube import FIELD_MANAGER, Kube, Obj
+from moorage.reconcile.kube import Kube, Obj
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.reconcile")
@@ -253,7 +253,11 @@ def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> Resolv
 async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
     """A pvc:// dataset on a claim that does not exist would leave the fine-tune pod Pending for ever."""
     claim = model.spec.fine_tune.dataset.claim if model.spec.fine_tune else None
-    if claim and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim) is None:
+    # The user's claim, not ours: the watches (of our claims only) cannot tell.
+    if (
+        claim
+        and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim, watched=False) is None
+    ):
         raise SourceProblemError(
             Problem(
                 "DatasetClaimNotFound",
@@ -264,11 +268,10 @@ async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
 
 
 def applied_replicas(deployment: Obj) -> bool:
-    """Does our own server-side apply own the Deployment's replicas (not an autoscaler)?"""
-    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            return "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-    return False
+    """Did our last apply of the Deployment set its replicas (not left them to an autoscaler)? Read from
+    the annotation that apply wrote: the watch-fed stores keep no managedFields."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(REPLICAS_OWNER) != AUTOSCALER
 
 
 def termination_report(pods: list[Obj], container: str) -> Report | None:

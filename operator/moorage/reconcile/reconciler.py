@@ -3,6 +3,7 @@
 Level-triggered and idempotent: run it twice and the second run writes nothing.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,12 +147,20 @@ class Reconciler:
         )
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
-        for manifest in the_plan.children:
+        """The children at once: none waits for another, and the API server can be slow on one kind (it
+        makes Services one at a time to give each its address) without holding back the pull."""
+
+        async def one(manifest: Obj) -> None:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             try:
                 await self._apply_child(raw, model, the_plan, manifest, world.live.get((kind, name)))
             except ApiError as error:
                 raise ApplyError(kind, name, error) from error
+
+        outcomes = await asyncio.gather(*map(one, the_plan.children), return_exceptions=True)
+        for outcome in outcomes:  # in the plan's order: the first refusal is the one status shows
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _apply_child(
         self, raw: Obj, model: OpenSourceModel, the_plan: Plan, manifest: Obj, live: Obj | None
@@ -165,6 +174,9 @@ class Reconciler:
             # A Job's template is immutable: this one goes, and its deletion's event brings the new one.
             await self.kube.delete("Job", namespace, name)
             log.info("%s/%s: replacing Job %s (its template changed)", namespace, model.metadata.name, name)
+            return
+        if kind == "PersistentVolumeClaim" and live is not None and changed and _same_hash(live, manifest):
+            await self._join_claim(model, live, manifest)
             return
         fields = [] if live is None or changed else drifted(live, manifest)
         if not changed and not fields:
@@ -223,6 +235,20 @@ class Reconciler:
             "Deployment", metadata["namespace"], metadata["name"], handover, HANDOVER_MANAGER
         )
 
+    async def _join_claim(self, model: OpenSourceModel, live: Obj, manifest: Obj) -> None:
+        """Another model made this volume, as this one would: only this model's owner reference is missing.
+        Added with a patch, not an apply under a field manager per model: with a hundred models on one base,
+        each apply would rewrite a hundred managers' fields, and the cost of a model would grow with the
+        number of models."""
+        (owner,) = manifest["metadata"]["ownerReferences"]
+        if (live.get("metadata") or {}).get("ownerReferences"):
+            patch = [{"op": "add", "path": "/metadata/ownerReferences/-", "value": owner}]
+        else:
+            patch = [{"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}]
+        name = manifest["metadata"]["name"]
+        await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
+        log.info("%s/%s: joined weights volume %s", *model.key, name)
+
     async def _remove_unwanted_gateway(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """An InferencePool or HTTPRoute the spec no longer asks for goes (spec.gateway or its route
         removed). The model's own only: a user's object of the same name is left alone."""
@@ -258,13 +284,16 @@ class Reconciler:
             if unwanted and not the_plan.names(kind) and _owned_by(unwanted, uid):
                 await self.kube.delete(kind, namespace, model.metadata.name)
         wanted_jobs = the_plan.names("Job")
-        for job in await self.kube.select("Job", namespace, {"moorage.dev/model": model.metadata.name}):
+        mine = {"moorage.dev/model": model.metadata.name}
+        for job in await self.kube.select("Job", namespace, mine, owner=uid):
             if job["metadata"]["name"] not in wanted_jobs and _owned_by(job, uid):
                 await self.kube.delete("Job", namespace, job["metadata"]["name"])
         wanted_claims = the_plan.names("PersistentVolumeClaim")
         if the_plan.target:
             wanted_claims.add(the_plan.target.claim)
-        for claim in await self.kube.select("PersistentVolumeClaim", namespace, {WEIGHTS_LABEL: None}):
+        for claim in await self.kube.select(
+            "PersistentVolumeClaim", namespace, {WEIGHTS_LABEL: None}, owner=uid
+        ):
             name = claim["metadata"]["name"]
             if name in wanted_claims:
                 continue
@@ -344,11 +373,12 @@ def _deployment_event(live: Obj | None, manifest: Obj, the_plan: Plan) -> tuple[
 
 
 def _up_to_date(live: Obj, manifest: Obj, uid: str | None) -> bool:
-    metadata = live.get("metadata") or {}
-    same = (metadata.get("annotations") or {}).get(SPEC_HASH) == manifest["metadata"]["annotations"][
-        SPEC_HASH
-    ]
-    return same and _owned_by(live, uid)
+    return _same_hash(live, manifest) and _owned_by(live, uid)
+
+
+def _same_hash(live: Obj, manifest: Obj) -> bool:
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(SPEC_HASH) == manifest["metadata"]["annotations"][SPEC_HASH])
 
 
 def _name(metadata: Obj) -> Obj:

@@ -22,11 +22,16 @@ class Resolver:
 
     endpoint: str | None = None
     resolve: Resolve | None = None
-    _cache: dict[tuple[str, str, tuple[str, ...] | None], ResolvedSource] = field(default_factory=dict)
+    _cache: dict[tuple[str, str, tuple[str, ...] | None], asyncio.Future[ResolvedSource]] = field(
+        default_factory=dict
+    )
 
     async def __call__(self, uri: str, revision: str, include: Sequence[str] | None) -> ResolvedSource:
         key = (uri, revision, tuple(include) if include else None)
-        if key not in self._cache:
+        # Many models on one base ask at once (an operator start, a batch applied): one request to the hub,
+        # the others wait for its answer. A failure is not kept: the next reconcile asks again.
+        future = self._cache.get(key)
+        if future is None or (future.done() and future.exception() is not None):
             fn = self.resolve or (lambda u, r, i: resolve(u, r, i, None, endpoint=self.endpoint))
-            self._cache[key] = await asyncio.to_thread(fn, uri, revision, include)
-        return self._cache[key]
+            future = self._cache[key] = asyncio.ensure_future(asyncio.to_thread(fn, uri, revision, include))
+        return await asyncio.shield(future)
