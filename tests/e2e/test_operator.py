@@ -129,6 +129,22 @@ def wait_condition(
     return wait_for(check, timeout=timeout, what=f"{name}: {type_}={status} {reason or ''}")
 
 
+def assert_no_gitops_drift(cluster: Cluster, namespace: str, manifest: Obj, tmp_path: Path) -> None:
+    """What Argo CD's server-side diff does: apply the manifest from Git as a dry run; nothing changes."""
+    live = get(cluster, namespace, "osm", manifest["metadata"]["name"])
+    source = tmp_path / "model.json"
+    source.write_text(json.dumps(manifest))
+    result = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
+        "-n", namespace, "-f", str(source), "-o", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dry = json.loads(result.stdout)
+    assert dry["spec"] == live["spec"]
+    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
+    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
+
+
 def ready_pods(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
     pods = get(
         cluster, namespace, "pods", "-l", f"moorage.dev/model={name},app.kubernetes.io/component=serving"
@@ -687,19 +703,7 @@ def test_scale_subresource_without_replicas_and_no_gitops_drift(
     scale = json.loads(cluster.kubectl("get", "--raw", path, check=True).stdout)
     assert scale["spec"]["replicas"] == 1 and scale["status"]["replicas"] == 1
 
-    # What Argo CD's server-side diff does: apply the manifest from Git as a dry run and compare.
-    live = get(cluster, namespace, "osm", "unscaled")
-    source = tmp_path / "model.json"
-    source.write_text(json.dumps(manifest))
-    result = cluster.kubectl(
-        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
-        "-n", namespace, "-f", str(source), "-o", "json",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    dry = json.loads(result.stdout)
-    assert dry["spec"] == live["spec"]
-    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
-    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
+    assert_no_gitops_drift(cluster, namespace, manifest, tmp_path)
 
 
 def test_hub_outage_at_restart_keeps_ready_models_ready_and_stalled_ones_stalled(
@@ -923,19 +927,7 @@ def test_autoscaled_model_leaves_replicas_to_the_scaler_with_no_drift(
     events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=elastic")["items"]
     assert "DriftReverted" not in {e["reason"] for e in events}
 
-    # GitOps: Argo CD's server-side diff (a dry-run apply of the manifest from Git) finds nothing to change.
-    live = get(cluster, namespace, "osm", "elastic")
-    source = tmp_path / "model.json"
-    source.write_text(json.dumps(scaled))
-    result = cluster.kubectl(
-        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
-        "-n", namespace, "-f", str(source), "-o", "json",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    dry = json.loads(result.stdout)
-    assert dry["spec"] == live["spec"]
-    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
-    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
+    assert_no_gitops_drift(cluster, namespace, scaled, tmp_path)
 
     # KEDA says the ScaledObject is ready: so does the model.
     ready = {
