@@ -24,7 +24,8 @@ from moorage.plan.drift import drifted
 from moorage.plan.observed import EVERYWHERE, GatewayApis, JobState, Observed
 from moorage.plan.status import status
 from moorage.reconcile.discovery import Discovery
-from moorage.reconcile.kube import Kube
+from moorage.reconcile.kube import KindNotServedError, Kube
+from moorage.reconcile.observe import _gateway
 
 Obj = dict[str, Any]
 POOL_CRD = Path(__file__).parents[1] / "crds" / "inferencepools.inference.networking.k8s.io.yaml"
@@ -374,3 +375,34 @@ def test_other_errors_of_the_list_are_raised() -> None:
     kube = Kube(ListingClient(ApiError(status=Status(code=500, message="etcd"))))  # type: ignore[arg-type]
     with pytest.raises(ApiError):
         asyncio.run(kube.served("InferencePool", "ml"))
+
+
+class VanishedCrdKube(CountingKube):
+    """The HTTPRoute CRD was removed after discovery looked: a get of the kind is a plain-text 404."""
+
+    def __init__(self) -> None:
+        super().__init__({"InferencePool", "HTTPRoute"})
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        if kind == "HTTPRoute" and kind not in self.kinds:
+            raise KindNotServedError(kind)
+        return None
+
+
+def test_a_crd_removed_since_discovery_is_found_out_not_a_failed_reconcile() -> None:
+    kube = VanishedCrdKube()
+    discovery = Discovery(kube)  # type: ignore[arg-type]
+    assert asyncio.run(discovery.gateway_apis("ml")) == EVERYWHERE
+    kube.kinds.discard("HTTPRoute")  # and no CRD event reached the operator
+    live: dict[tuple[str, str], Obj] = {}
+    apis, hashes = asyncio.run(_gateway(kube, discovery, model(), live))  # type: ignore[arg-type]
+    assert apis == GatewayApis(inference_pool=True, http_route=False) and hashes == () and live == {}
+
+
+def test_a_get_of_a_kind_not_served_says_so() -> None:
+    class GettingClient:
+        async def get(self, *_: Any, **__: Any) -> Any:
+            raise _status_error(404)
+
+    with pytest.raises(KindNotServedError):
+        asyncio.run(Kube(GettingClient()).get("HTTPRoute", "ml", "m", watched=False))  # type: ignore[arg-type]

@@ -49,6 +49,10 @@ until the API server's repair loop finds it). Per kind, because the API server i
 (Services wait for an address) and those must not hold back the status of every model."""
 
 
+class KindNotServedError(Exception):
+    """The API server does not serve the kind (its CRD is not installed, or was just removed)."""
+
+
 def namespace_terminating(error: ApiError) -> bool:
     """The API server refuses new objects in a namespace being deleted (403, not an RBAC denial)."""
     return error.status.code == 403 and "being terminated" in (error.status.message or "")
@@ -85,6 +89,11 @@ class Kube:
         except ApiError as error:
             if error.status.code == 404:
                 return None
+            raise
+        except httpx2.HTTPStatusError as error:
+            # An unknown resource's 404 is a plain-text page, not a Status: the kind is not served.
+            if error.response.status_code == 404:
+                raise KindNotServedError(kind) from error
             raise
 
     async def select(

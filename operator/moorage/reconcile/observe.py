@@ -26,7 +26,7 @@ from moorage.plan.observed import (
 from moorage.plan.serving import AUTOSCALER, REPLICAS_OWNER, TEMPLATE_HASH
 from moorage.reconcile.checks import serving_problem
 from moorage.reconcile.discovery import Discovery
-from moorage.reconcile.kube import Kube, Obj
+from moorage.reconcile.kube import KindNotServedError, Kube, Obj
 from moorage.reconcile.resolver import Resolver
 
 log = logging.getLogger("moorage.reconcile")
@@ -321,15 +321,27 @@ async def _gateway(
     spec no longer asks for them: they are to be removed)."""
     namespace, name = model.metadata.namespace, model.metadata.name
     apis = await discovery.gateway_apis(namespace)
+    try:
+        found = await _gateway_objects(kube, apis, namespace, name)
+    except KindNotServedError:
+        # A CRD went away and the watch of CRDs has not said so yet: what discovery remembered is stale.
+        discovery.forget()
+        apis = await discovery.gateway_apis(namespace)
+        found = await _gateway_objects(kube, apis, namespace, name)
     hashes = []
+    for kind, obj in found:
+        live[kind, name] = obj
+        hashes.append((kind, ((obj.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH, "")))
+    return apis, tuple(hashes)
+
+
+async def _gateway_objects(kube: Kube, apis: GatewayApis, namespace: str, name: str) -> list[tuple[str, Obj]]:
+    found = []
     for api, served in ((INFERENCE_POOL, apis.inference_pool), (HTTP_ROUTE, apis.http_route)):
         obj = await kube.get(api.kind, namespace, name) if served else None
         if obj:
-            live[api.kind, name] = obj
-            hashes.append(
-                (api.kind, ((obj.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH, ""))
-            )
-    return apis, tuple(hashes)
+            found.append((api.kind, obj))
+    return found
 
 
 async def observe(
