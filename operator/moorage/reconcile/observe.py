@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
 from moorage.api.resolved import Counts, ResolvedAdapter, ResolvedSource
+from moorage.api.spec import AdapterSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
@@ -55,11 +56,16 @@ Adapters = tuple[ResolvedAdapter, ...]
 
 
 async def _sources(
-    kube: Kube, resolver: Resolver, model: OpenSourceModel, config: PlanConfig
+    kube: Kube,
+    resolver: Resolver,
+    model: OpenSourceModel,
+    config: PlanConfig,
+    live: dict[tuple[str, str], Obj],
 ) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
-    """The source (and hub dataset, and adapters) pinned to commits; None while a resolve Job is at work."""
+    """The source (and hub dataset, and adapters) pinned to commits; None while a resolve Job is at work.
+    The resolve Job, when there is one, goes into `live`: a Job that exists is never applied again."""
     if resolve.needs_job(model):
-        resolved, dataset, adapters = await _resolved_in_job(kube, model)
+        resolved, dataset, adapters = await _resolved_in_job(kube, model, live)
     else:
         resolved, dataset = await _resolved_here(resolver, model)
         adapters = await _adapters_here(resolver, model)
@@ -70,20 +76,30 @@ async def _sources(
 
 async def _adapters_here(resolver: Resolver, model: OpenSourceModel) -> Adapters:
     """spec.adapters pinned, anonymously. A hub outage keeps the commits status remembers."""
-    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
     pinned: list[ResolvedAdapter] = []
     for wanted in model.spec.adapters or ():
         try:
             source = await resolver(wanted.uri, wanted.revision, adapters.INCLUDE)
         except HubError as error:
-            sha = remembered.get((wanted.name, wanted.uri))
-            if not error.retryable or sha is None:
+            remembered = _remembered_adapter(model, wanted)
+            if not error.retryable or remembered is None:
                 message = f"spec.adapters {wanted.name!r}: {error.message}"
                 raise SourceProblemError(Problem(error.reason, message, error.retryable)) from error
-            repo_id, repo_type = parse_uri(wanted.uri)
-            source = ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, (), hub_down=True)
+            source = replace(remembered, hub_down=True)
         pinned.append(ResolvedAdapter(wanted.name, source))
     return tuple(pinned)
+
+
+def _remembered_adapter(model: OpenSourceModel, wanted: AdapterSource) -> ResolvedSource | None:
+    """The commit status remembers for an entry of spec.adapters (same name and uri), if any."""
+    sha = next(
+        (a.revision for a in model.status.adapters or () if (a.name, a.uri) == (wanted.name, wanted.uri)),
+        None,
+    )
+    if sha is None:
+        return None
+    repo_id, repo_type = parse_uri(wanted.uri)
+    return ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, ())
 
 
 async def _resolved_here(
@@ -114,13 +130,14 @@ async def _resolved_here(
 
 
 async def _resolved_in_job(
-    kube: Kube, model: OpenSourceModel
+    kube: Kube, model: OpenSourceModel, live: dict[tuple[str, str], Obj]
 ) -> tuple[ResolvedSource | None, ResolvedSource | None, Adapters]:
     """A source with a token: its resolve Job (which alone gets the token) reports what it found."""
     namespace, name = model.metadata.namespace, resolve.job_name(model)
     job, state = await _job(kube, namespace, name, resolve.CONTAINER)
     if job is None or state is None:
         return None, None, ()  # the plan creates the Job
+    live["Job", name] = job
     report = state.report
     if state.succeeded and report is not None and report.ok:
         try:
@@ -177,21 +194,15 @@ def _from_report(
 
 def _adapters_from_status(model: OpenSourceModel) -> Adapters:
     """The commits status remembers for spec.adapters; raises when one is not known."""
-    remembered = {(a.name, a.uri): a.revision for a in model.status.adapters or () if a.revision}
     pinned: list[ResolvedAdapter] = []
     for wanted in model.spec.adapters or ():
-        sha = remembered.get((wanted.name, wanted.uri))
-        if sha is None:
+        remembered = _remembered_adapter(model, wanted)
+        if remembered is None:
             problem = Problem(
                 "ResolveFailed", f"spec.adapters {wanted.name!r}: not resolved; delete the resolve Job"
             )
             raise SourceProblemError(problem)
-        repo_id, repo_type = parse_uri(wanted.uri)
-        pinned.append(
-            ResolvedAdapter(
-                wanted.name, ResolvedSource(wanted.uri, repo_id, repo_type, wanted.revision, sha, ())
-            )
-        )
+        pinned.append(ResolvedAdapter(wanted.name, remembered))
     return tuple(pinned)
 
 
@@ -352,15 +363,10 @@ async def observe(
     resolved = dataset = problem = None
     pinned_adapters: Adapters = ()
     try:
-        resolved, dataset, pinned_adapters = await _sources(kube, resolver, model, config)
+        resolved, dataset, pinned_adapters = await _sources(kube, resolver, model, config, live)
         await _check_dataset_claim(kube, model)
     except SourceProblemError as error:
         problem = error.problem
-
-    if resolve.needs_job(model):
-        job_name = resolve.job_name(model)
-        if (job := await kube.get("Job", namespace, job_name)) is not None:
-            live["Job", job_name] = job  # a Job that exists is never applied again
 
     pull = tuned = adapters_job = None
     if resolved is not None:
