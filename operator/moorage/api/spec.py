@@ -34,17 +34,21 @@ class SecretKeyRef(ApiModel):
     """The key in the Secret's data that holds the token."""
 
 
+def _hf_uri_rule(message: str) -> Rule:
+    """`uri` is a repository on the hub (the schema's pattern takes any scheme, for a message that says
+    which ones this version knows)."""
+    return Rule(
+        cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
+        message=message,
+        check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
+        field="uri",
+    )
+
+
 class Source(ApiModel):
     """Where the weights come from."""
 
-    rules = (
-        Rule(
-            cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
-            message="must be hf://<org>/<name>, the only source scheme this version knows",
-            check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
-            field="uri",
-        ),
-    )
+    rules = (_hf_uri_rule("must be hf://<org>/<name>, the only source scheme this version knows"),)
 
     uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
     """hf://<org>/<name>, a model repository on the Hugging Face hub (or the hub at the operator's
@@ -312,14 +316,7 @@ ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 class AdapterSource(ApiModel):
     """A LoRA adapter served beside the base weights, under a model name of its own."""
 
-    rules = (
-        Rule(
-            cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
-            message="must be hf://<org>/<name>, an adapter repository on the hub",
-            check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
-            field="uri",
-        ),
-    )
+    rules = (_hf_uri_rule("must be hf://<org>/<name>, an adapter repository on the hub"),)
 
     name: Annotated[str, Field(pattern=ADAPTER_NAME, max_length=63)]
     """The model name clients ask for (`model` in the OpenAI API)."""
