@@ -27,8 +27,19 @@ if [[ ! -e .venv ]]; then
   [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
   ln -s "$venv" .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,finetune]'
+# The venv is shared by every checkout: pip runs as its real path, so the scripts it writes (mypy,
+# pytest, moorage...) do not name this checkout's .venv in their #! line, which dies with the checkout;
+# scripts an earlier pip wrote that way are pointed back at the venv itself.
+venv_python="$(cd .venv && pwd -P)/bin/python"
+for script in .venv/bin/*; do
+  head -c 2 "$script" 2>/dev/null | grep -q '^#!' || continue
+  first="$(head -n 1 "$script")"
+  if [[ $first == '#!'*/bin/python* && $first != "#!$venv_python"* && ! -x ${first#\#!} ]]; then
+    sed -i "1s|.*|#!$venv_python|" "$script"
+  fi
+done
+"$venv_python" -m pip install --quiet --upgrade pip
+"$venv_python" -m pip install --quiet -e '.[dev,finetune]'
 
 # The vLLM venv is mostly download and unpacking: it goes on beside the Go builds, which are mostly CPU.
 step "vLLM for the flag contract test, in the background (the first install takes about 10 minutes)"
