@@ -5,7 +5,7 @@
 #   the local Kubernetes control plane, built from Go modules         (tests/cluster/build.sh)
 #   the Gateway API CRDs for the gateway tests, from their Go module   (tests/cluster/gateway-api.sh)
 #   helm, built from its Go module                                    (scripts/install-helm.sh)
-#   KEDA's Go module, for its CRD (downloaded only)                   (tests/e2e/conftest.py: keda_crd)
+#   KEDA and Prometheus, built from their Go modules                   (tests/cluster/build-autoscaling.sh)
 #   a venv with the pinned vLLM, whose own parser checks our flags    (tests/contract/setup_vllm.sh)
 #   as root on Linux: the real node (containerd, CoreDNS)               (tests/cluster/build-node.sh)
 #                     and our images, built with buildah               (images/build.sh → .work/images.txt)
@@ -64,8 +64,8 @@ fi
 step "helm"
 scripts/install-helm.sh >/dev/null
 
-step "KEDA's ScaledObject CRD, from its Go module (the autoscaling e2e tests install it; nothing is built)"
-(cd "$(mktemp -d)" && go mod download github.com/kedacore/keda/v2@v2.21.0)
+step "KEDA and Prometheus for the autoscaling tests, from their Go modules (the first build takes about 15 minutes on 2 cores)"
+tests/cluster/build-autoscaling.sh >/dev/null
 
 step "vLLM for the flag contract test: waiting for the background install"
 if ! wait "$vllm_install"; then

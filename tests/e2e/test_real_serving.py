@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,15 +112,25 @@ def model_manifest(hub: FakeHub, adapters: tuple[str, ...], **serving: Any) -> O
 
 @pytest.fixture(scope="module")
 def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
+    with installed_product(real_cluster, helm) as running:
+        yield running
+
+
+@contextmanager
+def installed_product(
+    cluster: Cluster, helm: str, *, namespace: str = NAMESPACE, **operator: str
+) -> Iterator[Product]:
+    """Our images loaded into the real node, the local hub, the chart installed with them (``operator``:
+    more of the chart's operator values) and ``namespace`` created; all removed afterwards."""
     images = _images()
     started = time.monotonic()
     for _ref, archive in images.values():
-        real_cluster.load_image(archive)
+        cluster.load_image(archive)
     timings = {"image_load_s": round(time.monotonic() - started, 1)}
-    if real_cluster.node is not None:
-        timings["node_start_s"] = round(real_cluster.node.timings["node_start_s"], 1)
+    if cluster.node is not None:
+        timings["node_start_s"] = round(cluster.node.timings["node_start_s"], 1)
     refs = {name: ref for name, (ref, _archive) in images.items()}
-    with default_hub(host=real_cluster.host_address) as hub:
+    with default_hub(host=cluster.host_address) as hub:
         repository, tag = refs["operator"].rsplit(":", 1)
         values = {
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
@@ -128,27 +139,28 @@ def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
                 "vllmCpuImage": refs["vllm-cpu"],
                 "hfEndpoint": hub.url,
                 "logFormat": "plain",
+                **operator,
             },
         }
-        values_file = real_cluster.workdir / "moorage-values.json"
+        values_file = cluster.workdir / "moorage-values.json"
         values_file.write_text(json.dumps(values))
         install = subprocess.run(
             [helm, "install", "moorage", str(REPO / "charts" / "moorage"), "-n", SYSTEM,
-             "--create-namespace", "-f", str(values_file), "--kubeconfig", str(real_cluster.kubeconfig),
+             "--create-namespace", "-f", str(values_file), "--kubeconfig", str(cluster.kubeconfig),
              "--wait", "--timeout", "3m"],
             capture_output=True, text=True, timeout=240, check=False,
         )  # fmt: skip
-        assert install.returncode == 0, install.stderr + _operator_log(real_cluster)
-        real_cluster.kubectl("create", "namespace", NAMESPACE, check=True)
-        running = Product(real_cluster, hub, refs, timings)
+        assert install.returncode == 0, install.stderr + _operator_log(cluster)
+        cluster.kubectl("create", "namespace", namespace, check=True)
+        running = Product(cluster, hub, refs, timings)
         try:
             yield running
         finally:
             print(f"\nreal serving timings: {json.dumps(running.timings)}")
-            print(f"---- operator log (tail) ----\n{_operator_log(real_cluster)[-6000:]}")
-            real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+            print(f"---- operator log (tail) ----\n{_operator_log(cluster)[-6000:]}")
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
             subprocess.run(
-                [helm, "uninstall", "moorage", "-n", SYSTEM, "--kubeconfig", str(real_cluster.kubeconfig)],
+                [helm, "uninstall", "moorage", "-n", SYSTEM, "--kubeconfig", str(cluster.kubeconfig)],
                 capture_output=True, timeout=120, check=False,
             )  # fmt: skip
 

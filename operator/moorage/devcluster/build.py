@@ -21,6 +21,8 @@ COMPONENTS = (
 )
 #: Programs in build-node.sh's bin dir.
 NODE_PROGRAMS = ("containerd", "containerd-shim-runc-v2", "ctr", "coredns", "pause", "probe")
+#: Programs in build-autoscaling.sh's bin dir (KEDA's CRDs are beside it, in ../keda-crd).
+AUTOSCALING_PROGRAMS = ("keda-operator", "keda-adapter", "prometheus")
 
 
 class BuildError(RuntimeError):
@@ -98,6 +100,27 @@ def build_node(
         directory / "build-node.sh",
         NODE_PROGRAMS,
         "the real node's containerd and CoreDNS (a cold build takes about 5 min on 2 cores)",
+        progress_every,
+        first_note,
+    )
+
+
+def build_autoscaling(
+    cluster_dir: Path | None = None, *, progress_every: float = 60.0, first_note: float = 5.0
+) -> Path:
+    """Run ``build-autoscaling.sh`` (KEDA's operator and metrics API server, Prometheus) and return their
+    bin dir.
+
+    ``MOORAGE_AUTOSCALING_BIN`` names a prebuilt bin dir and skips the build.
+    """
+    prebuilt = _prebuilt("MOORAGE_AUTOSCALING_BIN", AUTOSCALING_PROGRAMS)
+    if prebuilt is not None:
+        return prebuilt
+    directory = cluster_dir if cluster_dir is not None else find_cluster_dir()
+    return _run_build(
+        directory / "build-autoscaling.sh",
+        AUTOSCALING_PROGRAMS,
+        "KEDA and Prometheus (a cold build takes about 15 min on 2 cores, later runs are cached)",
         progress_every,
         first_note,
     )

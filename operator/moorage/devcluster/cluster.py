@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -440,6 +440,8 @@ class Cluster:
                 "--concurrent-deployment-syncs=20",
                 "--concurrent-replicaset-syncs=20",
                 f"--node-monitor-grace-period={_LEASE_SECONDS + 60}s",
+                # Autoscaling tests wait for the HPA (KEDA's): it looks at its metrics every 5 s, not 15.
+                "--horizontal-pod-autoscaler-sync-period=5s",
                 # Its default is under /usr/libexec, which it would create.
                 f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
             ],
@@ -530,6 +532,23 @@ class Cluster:
             if name in probes:
                 self._wait(name, time.monotonic() + 60, probes[name])
         return time.monotonic() - begin
+
+    # -- host processes beside the control plane --------------------------
+
+    def spawn(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:
+        """Run a program on this machine beside the control plane (KEDA and Prometheus, say: see
+        :mod:`moorage.devcluster.autoscaling`): logged to ``logs/<name>.log``, tied to the calling thread
+        like the control plane, stopped by :meth:`stop_process` or with the cluster."""
+        self._processes.spawn(name, argv, env=env)
+
+    def wait_ready(self, name: str, ready: Callable[[], bool], *, timeout: float = 60.0) -> None:
+        """Poll ``ready`` until true; :class:`ClusterError` with the tail of ``name``'s log when it times
+        out or when any process of the cluster exits meanwhile."""
+        self._wait(name, time.monotonic() + timeout, ready)
+
+    def stop_process(self, name: str) -> None:
+        """Stop a process started by :meth:`spawn` (SIGTERM, then SIGKILL after 10 s)."""
+        self._processes.stop(name)
 
     # -- processes -------------------------------------------------------
 

@@ -129,14 +129,19 @@ class _Authority:
         *,
         organizations: tuple[str, ...] = (),
         server: bool = False,
+        client: bool | None = None,
         dns_names: tuple[str, ...] = (),
         ip_addresses: tuple[str, ...] = (),
     ) -> CertKey:
+        """A leaf certificate for a server or (the default) a client; ``client=True`` with ``server=True``
+        for both ends of a mutual-TLS link."""
         key = ec.generate_private_key(ec.SECP256R1())
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if client if client is not None else not server:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             _builder(_name(common_name, organizations), self.cert.subject, key.public_key(), ca=False)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
@@ -200,6 +205,27 @@ def generate(
         service_account_pub=sa_pub_path,
         clients=issued,
     )
+
+
+def mutual_tls(
+    directory: Path, common_name: str, *, dns_names: tuple[str, ...], ip_addresses: tuple[str, ...]
+) -> Path:
+    """A fresh CA and one certificate it signs for both ends of a mutual-TLS link (server and client
+    auth), written as ``ca.crt``, ``tls.crt`` and ``tls.key``: a ``kubernetes.io/tls`` Secret's files with
+    its CA, the layout KEDA reads from its certificate directory. Returns the CA certificate's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = _Authority(f"{common_name}-ca")
+    _write_cert(directory / "ca.crt", authority.cert)
+    authority.issue(
+        directory,
+        "tls",
+        common_name,
+        server=True,
+        client=True,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+    )
+    return directory / "ca.crt"
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, user: str, client: CertKey) -> Path:
