@@ -118,33 +118,34 @@ def test_load_scales_out_and_idleness_scales_in(product: Product, stack: Autosca
     watch.start()
     load.start()
     try:
-        wait_for(lambda: watch.desired == 2, timeout=180, interval=0.5,
-                 what=f"the HPA asking for 2 replicas (load: {load.summary()})")  # fmt: skip
-        product.timings["load_to_scale_out_decided_s"] = round(time.monotonic() - load.started, 1)
-        wait_for(lambda: watch.ready == 2, timeout=400, interval=1, what="2 replicas ready")
-        product.timings["load_to_two_ready_s"] = round(time.monotonic() - load.started, 1)
-        # The second replica takes its share (the Service spreads the clients over both): both pods have
-        # answered, in Prometheus's scrape of each.
-        answered = (
-            f'count(sum by (pod) (vllm:time_to_first_token_seconds_count{{namespace="{NAMESPACE}",'
-            f'model_name="{MODEL}"}}) > 0)'
-        )
-        wait_for(lambda: (r := stack.query(answered)) and r[0]["value"][1] == "2", timeout=120, interval=2,
-                 what="answers from both replicas")  # fmt: skip
-    finally:
-        load.stop()
-    idle = time.monotonic()
-    try:
+        try:
+            wait_for(
+                lambda: watch.desired == 2, timeout=180, interval=0.5, what="the HPA asking for 2 replicas"
+            )
+            product.timings["load_to_scale_out_decided_s"] = round(time.monotonic() - load.started, 1)
+            wait_for(lambda: watch.ready == 2, timeout=400, interval=1, what="2 replicas ready")
+            product.timings["load_to_two_ready_s"] = round(time.monotonic() - load.started, 1)
+            # The second replica takes its share (the Service spreads the clients over both): both pods
+            # have answered, in Prometheus's scrape of each.
+            answered = (
+                f'count(sum by (pod) (vllm:time_to_first_token_seconds_count{{namespace="{NAMESPACE}",'
+                f'model_name="{MODEL}"}}) > 0)'
+            )
+            wait_for(lambda: (r := stack.query(answered)) and r[0]["value"][1] == "2", timeout=120,
+                     interval=2, what="answers from both replicas")  # fmt: skip
+        finally:
+            load.stop()
+        idle = time.monotonic()
         wait_for(lambda: watch.desired == 1 and watch.ready == 1, timeout=180, interval=0.5,
                  what="scaled back in to 1 replica")  # fmt: skip
         product.timings["idle_to_scale_in_s"] = round(time.monotonic() - idle, 1)
     finally:
         watch.stop()
+        print(f"\nload: {load.summary()}")
+        print(f"replicas over time (s since load, spec.replicas, ready): {watch.history}")
+        print(f"vLLM's queue as Prometheus saw it: {_queue_history(stack, watch.started)}")
     product.timings["load_requests_ok"] = load.ok
     product.timings["load_requests_failed"] = len(load.failures)
-    print(f"\nload: {load.summary()}")
-    print(f"replicas over time (s since load, spec.replicas, ready): {watch.history}")
-    print(f"vLLM's queue as Prometheus saw it: {_queue_history(stack, watch.started)}")
     assert load.failures == [], load.failures[:5]
     assert watch.changes() == [1, 2, 1], watch.history
     # No write went unseen between two looks: exactly two changes of the Deployment's spec.
