@@ -38,7 +38,11 @@ the client and vLLM's HTTP side turn them around (half a second on 2 cores): the
 is then mostly empty and the HPA goes back and forth. Four choices keep it full while the load lasts."""
 MAX_TOKENS = 96
 """Tokens of each choice (ignore_eos), within the tiny model's 128 positions."""
-SCALE_DOWN_WINDOW_S = 20
+SCALE_DOWN_WINDOW_S = 60
+BURST_S, PERIOD_S = 8, 20
+"""Once the HPA asked for a second replica the load comes in bursts: a queue that is never empty keeps the
+one replica's vLLM busy on both cores, and the second could not start. A burst every 20 s is seen by a
+scrape (every 5 s), and the HPA keeps the highest count it computed over the scale-down window."""
 HPA = f"keda-hpa-{MODEL}"
 OPERATOR_USER = "system:serviceaccount:moorage-system:moorage"
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
@@ -128,6 +132,7 @@ def test_load_scales_out_and_idleness_scales_in(product: Product, stack: Autosca
                 lambda: watch.desired == 2, timeout=180, interval=0.5, what="the HPA asking for 2 replicas"
             )
             product.timings["load_to_scale_out_decided_s"] = round(time.monotonic() - load.started, 1)
+            load.pace(BURST_S, PERIOD_S)
             wait_for(lambda: watch.ready == 2, timeout=400, interval=1, what="2 replicas ready")
             product.timings["load_to_two_ready_s"] = round(time.monotonic() - load.started, 1)
             # The second replica takes its share (the Service spreads the clients over both): both pods
@@ -334,7 +339,20 @@ class Load:
         """How long each answered request took."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._pacing: tuple[float, float, float] | None = None
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def pace(self, burst_s: float, period_s: float) -> None:
+        """From now on, send for ``burst_s`` seconds out of every ``period_s``."""
+        self._pacing = (time.monotonic(), burst_s, period_s)
+
+    def _wait_for_burst(self) -> None:
+        if self._pacing is None:
+            return
+        since, burst_s, period_s = self._pacing
+        phase = (time.monotonic() - since) % period_s
+        if phase >= burst_s:
+            self._stop.wait(period_s - phase)
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -355,6 +373,9 @@ class Load:
             "messages": [{"role": "user", "content": "w4 w5"}],
         }
         while not self._stop.is_set() and time.monotonic() < self.deadline:
+            self._wait_for_burst()
+            if self._stop.is_set():
+                break
             request = urllib.request.Request(
                 f"{self.base}/v1/chat/completions",
                 json.dumps(body).encode(),
