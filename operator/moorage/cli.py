@@ -122,7 +122,7 @@ def load_models(path: str) -> list[OpenSourceModel]:
             raise UsageError(f"{where}: {KIND} must have apiVersion {API_VERSION}")
         try:
             metadata = ObjectMeta.model_validate({"uid": RENDER_UID, **(doc.get("metadata") or {})})
-            spec = OpenSourceModelSpec.from_manifest(doc.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(doc.get("spec") or {}, metadata.name)
         except ValidationError as error:
             root = "metadata" if error.title == "ObjectMeta" else "spec"
             raise UsageError(f"{where}: {describe(error, root)}") from error
@@ -150,7 +150,13 @@ def _resolve(
         if tune and tune.dataset.from_hub:
             dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
         adapters = tuple(
-            ResolvedAdapter(a.name, resolve(a.uri, a.revision, ADAPTER_FILES, token, endpoint=endpoint))
+            ResolvedAdapter(
+                a.name,
+                a.uri,
+                resolve(a.uri, a.revision, ADAPTER_FILES, token, endpoint=endpoint)
+                if a.claim is None
+                else None,
+            )
             for a in model.spec.adapters or ()
         )
     except HubError as error:
@@ -169,7 +175,8 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
         else:
             resolved, dataset = _unresolved(model.spec.source.uri, model.spec.source.revision), None
             adapters = tuple(
-                ResolvedAdapter(a.name, _unresolved(a.uri, a.revision)) for a in model.spec.adapters or ()
+                ResolvedAdapter(a.name, a.uri, _unresolved(a.uri, a.revision) if a.claim is None else None)
+                for a in model.spec.adapters or ()
             )
         problem = serving_problem(model, resolved, config) if resolve else None
         if problem is not None:

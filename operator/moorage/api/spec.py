@@ -5,9 +5,10 @@ what Git holds and what the cluster holds stay the same object and GitOps sees n
 """
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from moorage.api.base import ApiModel, Rule
 from moorage.api.finetune import IN_CLUSTER, FineTune
@@ -17,6 +18,11 @@ from moorage.api.scheduling import Scheduling
 
 MODEL_URI_PATTERN = r"^[a-z][a-z0-9+.-]*://.+$"
 HF_MODEL_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^/].*$"
+"""pvc://<claim>/<path>: a claim's name, then a path relative to the claim's root."""
+ADAPTER_URI_PATTERN = f"^({HF_MODEL_URI_PATTERN[1:-1]}|{PVC_URI_PATTERN[1:-1]})$"
+PARENT_SEGMENT = r"/[.][.](/|$)"
+"""A `..` segment, which would leave the claim (no backslashes: the same text is a CEL string)."""
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 REVISION_PATTERN = r"^\S+$"
 """A branch, tag or sha has no whitespace: a stray space would resolve to nothing, or to another ref."""
@@ -34,15 +40,20 @@ class SecretKeyRef(ApiModel):
     """The key in the Secret's data that holds the token."""
 
 
-def _hf_uri_rule(message: str) -> Rule:
-    """`uri` is a repository on the hub (the schema's pattern takes any scheme, for a message that says
-    which ones this version knows)."""
+def _uri_rule(pattern: str, message: str) -> Rule:
+    """`uri` has a scheme this version knows, in its shape (the schema's pattern takes any scheme, for a
+    message that says which ones)."""
     return Rule(
-        cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
+        cel=f"self.uri.matches('{pattern}')",
         message=message,
-        check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
+        check=lambda s: re.match(pattern, s.uri) is not None,
         field="uri",
     )
+
+
+def _hf_uri_rule(message: str) -> Rule:
+    """`uri` is a repository on the hub."""
+    return _uri_rule(HF_MODEL_URI_PATTERN, message)
 
 
 class Source(ApiModel):
@@ -313,18 +324,53 @@ class Cache(ApiModel):
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+_ON_CLAIM = "self.uri.startsWith('pvc://')"
+
+
 class AdapterSource(ApiModel):
     """A LoRA adapter served beside the base weights, under a model name of its own."""
 
-    rules = (_hf_uri_rule("must be hf://<org>/<name>, an adapter repository on the hub"),)
+    rules = (
+        _uri_rule(
+            ADAPTER_URI_PATTERN,
+            "must be hf://<org>/<name> (an adapter repository on the hub) or pvc://<claim>/<path> (a "
+            "directory on a PersistentVolumeClaim in the model's namespace, the path relative to its root)",
+        ),
+        Rule(
+            cel=f"!{_ON_CLAIM} || !self.uri.matches('{PARENT_SEGMENT}')",
+            message="the path of a pvc:// uri must stay inside its claim: no .. segment",
+            check=lambda a: a.claim is None or re.search(PARENT_SEGMENT, a.uri) is None,
+            field="uri",
+        ),
+        Rule(
+            cel=f"!{_ON_CLAIM} || !has(self.revision)",
+            message="revision is for hf:// adapters: a pvc:// adapter is addressed by the content of its "
+            "files (status.adapters[].digest); leave revision out",
+            check=lambda a: a.claim is None or "revision" not in a.model_fields_set,
+            field="revision",
+        ),
+    )
 
     name: Annotated[str, Field(pattern=ADAPTER_NAME, max_length=63)]
     """The model name clients ask for (`model` in the OpenAI API)."""
     uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
     """hf://<org>/<name>: a PEFT LoRA repository (adapter_config.json, adapter_model.safetensors), pulled
-    into the model's weights volume like the base (verified, resumable, shared by every model using it)."""
+    into the model's weights volume like the base (verified, resumable, shared by every model using it).
+    pvc://<claim>/<path>: a directory holding those two files on a PersistentVolumeClaim in the model's
+    namespace, copied onto the weights volume under the digest of its files."""
     revision: Annotated[str, Field(min_length=1, max_length=255, pattern=REVISION_PATTERN)] = "main"
-    """Branch, tag or commit sha, pinned to a commit like the base's."""
+    """Branch, tag or commit sha of an hf:// adapter, pinned to a commit like the base's."""
+
+    @property
+    def claim(self) -> str | None:
+        """The PersistentVolumeClaim of a pvc://<claim>/<path> adapter; None for one on the hub."""
+        return claim_path(self.uri)[0] if self.uri.startswith("pvc://") else None
+
+
+def claim_path(uri: str) -> tuple[str, str]:
+    """pvc://<claim>/<path> → (claim, path)."""
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return claim, path
 
 
 _UNIQUE_ADAPTERS = Rule(
@@ -333,6 +379,20 @@ _UNIQUE_ADAPTERS = Rule(
     check=lambda s: len({a.name for a in s.adapters or ()}) == len(s.adapters or ()),
     field="adapters",
 )
+
+
+MODEL_NAME = "model-name"
+"""Validation context key: the model's metadata.name, which the fine-tuned adapter's default name uses."""
+ADAPTER_NAMES_MESSAGE = (
+    "must not reuse the name of the fine-tuned adapter (spec.fineTune.adapterName, default <model name>-ft)"
+)
+ADAPTER_NAMES_RULE = {
+    # On the object's root: only there may CEL read metadata.name.
+    "rule": "!has(self.spec.fineTune) || !has(self.spec.adapters) || !self.spec.adapters.exists(a, a.name == "
+    "(has(self.spec.fineTune.adapterName) ? self.spec.fineTune.adapterName : self.metadata.name + '-ft'))",
+    "message": f"spec.adapters {ADAPTER_NAMES_MESSAGE}",
+    "fieldPath": ".spec.adapters",
+}
 
 
 class OpenSourceModelSpec(ApiModel):
@@ -353,9 +413,23 @@ class OpenSourceModelSpec(ApiModel):
     """Plug the model into an inference gateway: an InferencePool (and optionally an HTTPRoute) where the
     Gateway API Inference Extension is installed. See docs/gateway.md."""
 
+    @model_validator(mode="after")
+    def _adapter_names_free(self, info: ValidationInfo) -> Self:
+        """ADAPTER_NAMES_RULE, which needs the model's name (given in the context, as the cluster has it)."""
+        model_name = (info.context or {}).get(MODEL_NAME)
+        if model_name and self.fine_tune and self.adapters:
+            taken = self.fine_tune.served_name(model_name)
+            if any(a.name == taken for a in self.adapters):
+                raise PydanticCustomError(
+                    "rule", "{message}", {"message": ADAPTER_NAMES_MESSAGE, "field": "adapters"}
+                )
+        return self
+
     @classmethod
-    def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":
+    def from_manifest(cls, raw: Any, model_name: str | None = None) -> "OpenSourceModelSpec":
         """A spec as the API server takes it, so `moorage render` refuses what `kubectl apply` refuses:
         camelCase keys only, no coercion ("yes" is not a boolean, 1 not a string), and the cluster's
-        rules (a dataset is hf:// or pvc://; the fine-tune program alone also takes a path)."""
-        return cls.model_validate(raw, strict=True, by_alias=True, by_name=False, context={IN_CLUSTER: True})
+        rules (a dataset is hf:// or pvc://; the fine-tune program alone also takes a path; with the
+        model's name, the rules of the object's root)."""
+        context = {IN_CLUSTER: True, MODEL_NAME: model_name}
+        return cls.model_validate(raw, strict=True, by_alias=True, by_name=False, context=context)

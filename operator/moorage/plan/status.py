@@ -1,9 +1,10 @@
 """The model's status, derived from what was observed and planned: pure, so every case is a unit test."""
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal
 
-from moorage.api.layout import content_hash
+from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import gib
 from moorage.api.status import (
@@ -20,7 +21,7 @@ from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
 from moorage.plan.revisions import proven, revision_of, revisions
 from moorage.plan.rollback import ROLLED_BACK
-from moorage.plan.serving import PORT, endpoint, served_model_name
+from moorage.plan.serving import PORT, ServingTarget, endpoint, served_model_name
 
 T = ConditionType
 HUB_DOWN = "the hub cannot be reached, so the commit pinned in status stands"
@@ -96,12 +97,17 @@ def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> V
 
 
 def _adapter_statuses(
-    model: OpenSourceModel, observed: Observed, verdict: Verdict | None, removing: tuple[AdapterStatus, ...]
+    model: OpenSourceModel,
+    observed: Observed,
+    verdict: Verdict | None,
+    removing: tuple[AdapterStatus, ...],
+    tuned: AdapterStatus | None,
 ) -> tuple[AdapterStatus, ...] | None:
     if observed.resolved is None:
         return model.status.adapters  # nothing new is known
+    first = (tuned,) if tuned else ()
     if verdict is None:
-        return removing or None
+        return first + removing or None
     job = observed.adapters_job
     state: Literal["Pulling", "Served", "Failed"] = (
         "Served" if verdict.status else "Failed" if job is not None and job.failed else "Pulling"
@@ -109,14 +115,60 @@ def _adapter_statuses(
     listed = tuple(
         AdapterStatus(
             name=a.name,
-            uri=a.source.uri,
-            revision=a.source.sha,
+            uri=a.uri,
+            revision=a.source.sha if a.source else None,
+            digest=None if a.source else _digest(model, job, a.name, a.uri),
             state=state,
             message=None if state == "Served" else verdict.message,
         )
         for a in observed.adapters
     )
-    return listed + removing
+    return first + listed + removing
+
+
+def _digest(model: OpenSourceModel, job: JobState | None, name: str, uri: str) -> str | None:
+    """The digest of a pvc:// adapter: as the adapters Job reported it, else as status remembers it (the
+    Job's pod, and so its report, is gone)."""
+    digests = job.report.details.get("digests") if job and job.report else None
+    if isinstance(digests, dict) and isinstance(digests.get(name), str):
+        return str(digests[name])
+    return next((a.digest for a in model.status.adapters or () if (a.name, a.uri) == (name, uri)), None)
+
+
+def _fine_tuned_adapter(observed: Observed, plan: Plan, tuned: Verdict | None) -> AdapterStatus | None:
+    """The adapter spec.fineTune trained, as one more entry of status.adapters. It is served from the pods'
+    command line (--lora-modules), so it is Served once the Deployment runs it, all rolled out."""
+    desired = plan.desired
+    adapter = desired.adapter if desired else None
+    if desired is None or adapter is None or tuned is None:
+        return None
+    deployment = observed.deployment
+    current = ServingTarget.from_annotations(deployment.annotations) if deployment else None
+    state: Literal["Training", "Deploying", "Served", "Failed"]
+    message: str | None = tuned.message
+    if observed.finetune is not None and observed.finetune.failed:
+        state = "Failed"
+    elif not tuned.status:
+        state = "Training"
+    elif (
+        deployment is not None
+        and current is not None
+        and current.adapter == adapter
+        and deployment.rolled_out
+        and deployment.available_replicas > 0
+    ):
+        state, message = "Served", None
+    else:
+        state, message = "Deploying", "the serving pods roll out to serve it"
+    relative = PurePosixPath(adapter.path).relative_to(WEIGHTS_MOUNT)
+    return AdapterStatus(
+        name=adapter.served_name,
+        uri=f"pvc://{desired.claim}/{relative}",
+        digest=relative.name,
+        fine_tune=True,
+        state=state,
+        message=message,
+    )
 
 
 def _available(observed: Observed) -> Verdict:
@@ -343,7 +395,9 @@ def status(
         selector=",".join(f"{k}={v}" for k, v in meta.selector(model).items()),
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
-        adapters=_adapter_statuses(model, observed, served, removing),
+        adapters=_adapter_statuses(
+            model, observed, served, removing, _fine_tuned_adapter(observed, plan, tuned)
+        ),
         revision=records.current,
         last_ready_revision=records.last_ready,
         failed_revision=records.failed,

@@ -78,7 +78,7 @@ class Reconciler:
             return None  # garbage collection removes the children through their owner references
         previous = _previous_status(raw)
         try:
-            spec = OpenSourceModelSpec.from_manifest(raw.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(raw.get("spec") or {}, raw["metadata"].get("name"))
         except ValidationError as error:
             message = describe(error, "spec")
             log.warning("%s/%s: invalid spec: %s", namespace, name, message)
@@ -130,7 +130,7 @@ class Reconciler:
         if world.observed.resolved is None:
             return ()  # nothing is known of the list now; status keeps what it said
         listed = {a.name for a in world.observed.adapters}
-        gone = [a for a in model.status.adapters or () if a.name not in listed]
+        gone = [a for a in model.status.adapters or () if a.name not in listed and not a.fine_tune]
         if not gone:
             return ()
         job = world.observed.adapters_job
