@@ -401,6 +401,29 @@ def test_model_names_that_cannot_name_a_service_are_refused(
             },
             "spec.gateway.endpointPicker.failureMode",
         ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "adapters": [{"name": "x", "uri": "pvc://loras/x", "revision": "v1"}],
+            },
+            "revision is for hf:// adapters",
+        ),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "adapters": [{"name": "x", "uri": "pvc://loras/../x"}]},
+            "must stay inside its claim",
+        ),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "adapters": [{"name": "x", "uri": "pvc://loras//x"}]},
+            "or pvc://<claim>/<path>",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "fineTune": {"dataset": {"uri": f"hf://datasets/{TINY_DATASET}"}},
+                "adapters": [{"name": "bad-ft", "uri": f"hf://{TINY_LORAS[0]}"}],
+            },
+            "spec.adapters must not reuse the name of the fine-tuned adapter",
+        ),
     ],
 )
 def test_invalid_manifests_are_refused(
@@ -479,6 +502,54 @@ def test_adapters_are_pinned_pulled_and_added_without_a_rollout(
     ]
 
 
+def test_a_pvc_adapter_is_read_from_its_claim_by_the_job_alone(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    """The adapters Job mounts the claim read-only; the serving pods never do. A claim that is not there
+    stalls the model naming the field (kwok runs no program: the copy itself is test_adapters_program's)."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "team-loras"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    cluster.apply(claim, namespace=namespace)
+    hub_lora = {"name": "lora-0", "uri": f"hf://{TINY_LORAS[0]}"}
+    legal = {"name": "legal", "uri": "pvc://team-loras/legal/v3"}
+    cluster.apply(model("claimed", adapters=[hub_lora, legal]), namespace=namespace)
+    wait_condition(cluster, namespace, "claimed", "Ready")
+    listed = get(cluster, namespace, "osm", "claimed")["status"]["adapters"]
+    assert [(a["name"], a["uri"], a["state"], "revision" in a) for a in listed] == [
+        ("lora-0", f"hf://{TINY_LORAS[0]}", "Served", True),
+        ("legal", "pvc://team-loras/legal/v3", "Served", False),
+    ]
+    [job] = get(
+        cluster, namespace, "jobs", "-l", "moorage.dev/model=claimed,app.kubernetes.io/component=adapters"
+    )["items"]
+    pod = job["spec"]["template"]["spec"]
+    [volume] = [
+        v for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == "team-loras"
+    ]
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/claims/team-loras", True)
+    assert "legal=pvc://team-loras/legal/v3" in pod["containers"][0]["args"]
+    serving = get(cluster, namespace, "deploy", "claimed")["spec"]["template"]["spec"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"] for v in serving["volumes"] if "persistentVolumeClaim" in v
+    ]
+    assert "team-loras" not in claims
+
+    missing = {"name": "legal", "uri": "pvc://no-such-claim/legal"}
+    cluster.apply(model("unclaimed", adapters=[hub_lora, missing]), namespace=namespace)
+    stalled = wait_condition(cluster, namespace, "unclaimed", "Stalled", reason="AdapterNotFound")
+    assert stalled["message"].startswith(
+        f"spec.adapters[1].uri: PersistentVolumeClaim 'no-such-claim' not found in namespace '{namespace}'"
+    ), stalled
+    jobs = get(cluster, namespace, "jobs", "-l", "moorage.dev/model=unclaimed")["items"]
+    assert not [j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "adapters"]
+
+
 def test_fine_tune_then_serve_the_adapter(cluster: Cluster, operator: Running, namespace: str) -> None:
     tuned = model("tuned", fineTune={"dataset": {"uri": f"hf://datasets/{TINY_DATASET}"}, "lora": {"r": 8}})
     cluster.apply(tuned, namespace=namespace)
@@ -494,6 +565,18 @@ def test_fine_tune_then_serve_the_adapter(cluster: Cluster, operator: Running, n
     status = get(cluster, namespace, "osm", "tuned")["status"]
     assert args[args.index("--lora-modules") + 1] == f"tuned-ft={status['fineTune']['path']}"
     assert status["fineTune"]["servedModelName"] == "tuned-ft"
+    [listed] = status["adapters"]  # the fine-tuned adapter is one more entry, though spec.adapters is unset
+    assert (listed["name"], listed["fineTune"], listed["digest"]) == (
+        "tuned-ft",
+        True,
+        status["fineTune"]["adapter"],
+    )
+    assert listed["uri"] == f"pvc://{status['weights']['claim']}/adapters/{status['fineTune']['adapter']}"
+    wait_for(
+        lambda: get(cluster, namespace, "osm", "tuned")["status"]["adapters"][0]["state"] == "Served",
+        timeout=TIMEOUT,
+        what="the fine-tuned adapter Served",
+    )
 
 
 def test_restart_resumes_without_duplicates(cluster: Cluster, operator: Running, namespace: str) -> None:

@@ -388,8 +388,10 @@ ADAPTER_NAMES_MESSAGE = (
 )
 ADAPTER_NAMES_RULE = {
     # On the object's root: only there may CEL read metadata.name.
-    "rule": "!has(self.spec.fineTune) || !has(self.spec.adapters) || !self.spec.adapters.exists(a, a.name == "
-    "(has(self.spec.fineTune.adapterName) ? self.spec.fineTune.adapterName : self.metadata.name + '-ft'))",
+    # The name is made once, then looked up: made per entry, it would cost more than the API server allows
+    # (metadata.name has no bound in the schema).
+    "rule": "!has(self.spec.fineTune) || !has(self.spec.adapters) || !((has(self.spec.fineTune.adapterName)"
+    " ? self.spec.fineTune.adapterName : self.metadata.name + '-ft') in self.spec.adapters.map(a, a.name))",
     "message": f"spec.adapters {ADAPTER_NAMES_MESSAGE}",
     "fieldPath": ".spec.adapters",
 }
