@@ -8,6 +8,7 @@ from test_plan import CONFIG, NOW, SHA, deployment_state, model, resolved
 from moorage.api.programs import Report
 from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 from moorage.api.status import AdapterStatus, OpenSourceModelStatus
+from moorage.plan import adapters
 from moorage.plan.children import plan
 from moorage.plan.observed import JobState, Observed
 from moorage.plan.status import status
@@ -175,6 +176,8 @@ def test_a_missing_pvc_path_stalls_naming_the_field() -> None:
     stalled = new.condition("Stalled")  # type: ignore[arg-type]
     assert stalled is not None and (stalled.status, stalled.reason) == ("True", "AdapterNotFound")
     assert stalled.message.startswith("spec.adapters[0].uri: ")
+    job = adapters.job_name(the_model, resolved(), observed.adapters)
+    assert stalled.message.endswith(f"(once it is there, kubectl delete job {job} to read it again)")
 
 
 def _fine_tuned_status(finetune: JobState, ready: int | None) -> list[AdapterStatus]:

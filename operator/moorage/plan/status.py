@@ -15,6 +15,7 @@ from moorage.api.status import (
     OpenSourceModelStatus,
     WeightsStatus,
 )
+from moorage.hub.errors import AdapterNotFoundError
 from moorage.plan import adapters, autoscaling, gateway, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
@@ -88,7 +89,12 @@ def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> V
         return Verdict(True, "AdaptersReady", f"adapters served: {names}")
     if job is not None and job.failed:
         problem = _job_problem(job, "AdaptersFailed")
-        return Verdict(False, problem.reason, problem.message)
+        message = problem.message
+        if problem.reason == AdapterNotFoundError.reason and observed.resolved is not None:
+            # Same list, same Job: putting the files on the claim changes nothing in the spec.
+            name = adapters.job_name(model, observed.resolved, observed.adapters)
+            message += f" (once it is there, kubectl delete job {name} to read it again)"
+        return Verdict(False, problem.reason, message)
     if job is not None and job.blocked:
         return Verdict(
             False, job.blocked.reason, f"the adapters Job's pod cannot start: {job.blocked.message}"
