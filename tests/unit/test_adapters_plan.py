@@ -1,6 +1,7 @@
 """spec.adapters in the plan: the pods load adapters at request time from a directory fixed per model, so
 the Deployment does not change when the list does (no restart), and status tells each adapter's state."""
 
+from dataclasses import replace
 from typing import Any
 
 from test_plan import CONFIG, NOW, SHA, deployment_state, model, resolved
@@ -212,3 +213,47 @@ def test_the_fine_tuned_adapter_is_one_more_entry_of_status() -> None:
 
 def plan_claim() -> str:
     return claim_name(model(), resolved())
+
+
+def test_a_new_version_under_a_served_name_is_listed_once_no_replica_holds_the_old() -> None:
+    """vLLM keeps an adapter it loaded by name: status lists the new commit only once the new files are in
+    place and every replica that loaded the old one unloaded it (the reconciler asks them)."""
+    old = AdapterStatus(name="a", uri="hf://org/a-lora", revision="d" * 40, state="Served")
+    the_model = model(adapters=listing("a")).model_copy(
+        update={"status": OpenSourceModelStatus(adapters=(old,))}
+    )
+
+    def listed(job: JobState, reloading: frozenset[str] = frozenset()) -> AdapterStatus:
+        observed = Observed(
+            resolved=resolved(), pull=DONE, adapters=(adapter("a", "e" * 40),), adapters_job=job
+        )
+        assert adapters.changed(the_model, observed) == ["a"]
+        made = status(
+            the_model, observed, plan(the_model, observed, CONFIG), CONFIG, NOW, reloading=reloading
+        )
+        [entry] = made.adapters or ()
+        return entry
+
+    pulling = listed(JobState(active=True))
+    assert (pulling.revision, pulling.state) == ("d" * 40, "Pulling")
+    unloading = listed(DONE, reloading=frozenset({"a"}))
+    assert (unloading.revision, unloading.state) == ("d" * 40, "Pulling")
+    assert unloading.message == "replacing the version the replicas loaded: being unloaded from them"
+    served = listed(DONE)
+    assert (served.revision, served.state, served.message) == ("e" * 40, "Served", None)
+    failed = listed(JobState(failed=True, report=Report(False, "AdapterIncompatible", "rank 64")))
+    assert (failed.revision, failed.state, failed.message) == ("d" * 40, "Failed", "rank 64")
+
+
+def test_an_unchanged_version_is_no_change() -> None:
+    same = AdapterStatus(name="a", uri="hf://org/a-lora", revision="d" * 40, state="Served")
+    on_claim = AdapterStatus(name="pvc-store-x", uri="pvc://store/loras/x", digest="c" * 64, state="Served")
+    the_model = model(adapters=listing("a", "pvc-store-x")).model_copy(
+        update={"status": OpenSourceModelStatus(adapters=(same, on_claim))}
+    )
+    observed = Observed(
+        resolved=resolved(), pull=DONE, adapters=(adapter("a"), adapter("pvc-store-x")), adapters_job=DONE
+    )
+    assert adapters.changed(the_model, observed) == []
+    reread = JobState(succeeded=True, report=Report(True, "", "", {"digests": {"pvc-store-x": "f" * 64}}))
+    assert adapters.changed(the_model, replace(observed, adapters_job=reread)) == ["pvc-store-x"]

@@ -10,13 +10,18 @@ from moorage.api.layout import ADAPTER_FILES, CLAIMS_MOUNT, WEIGHTS_MOUNT, conte
 from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 from moorage.api.spec import claim_path
+from moorage.api.status import AdapterStatus
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import program_container, program_job
 from moorage.plan.meta import Manifest, truncate_name
+from moorage.plan.observed import JobState, Observed
 from moorage.plan.weights import claim_name, snapshot_path
 
 CONTAINER = "adapters"
 INCLUDE = ADAPTER_FILES
+NOT_FOUND = "AdapterNotFound"
+"""The reason of a pvc:// adapter whose claim, directory or files are not there (the program's
+AdapterNotFoundError)."""
 DEFAULT_MAX_RANK = 16
 """vLLM's own default --max-lora-rank."""
 
@@ -103,3 +108,38 @@ def adapters_job(
         backoff_limit=4,
         volumes=volumes,
     )
+
+
+Version = tuple[str, str | None, str | None]
+"""What an adapter's name stands for: its uri, and its commit (hf://) or digest (pvc://)."""
+
+
+def digest(model: OpenSourceModel, job: JobState | None, name: str, uri: str) -> str | None:
+    """The digest of a pvc:// adapter: as the adapters Job reported it, else as status remembers it (the
+    Job's pod, and so its report, is gone)."""
+    digests = job.report.details.get("digests") if job and job.report else None
+    if isinstance(digests, dict) and isinstance(digests.get(name), str):
+        return str(digests[name])
+    return next((a.digest for a in model.status.adapters or () if (a.name, a.uri) == (name, uri)), None)
+
+
+def version(model: OpenSourceModel, observed: Observed, adapter: ResolvedAdapter) -> Version:
+    if adapter.source is not None:
+        return adapter.uri, adapter.source.sha, None
+    return adapter.uri, None, digest(model, observed.adapters_job, adapter.name, adapter.uri)
+
+
+def version_of(entry: AdapterStatus) -> Version:
+    return entry.uri, entry.revision, entry.digest
+
+
+def changed(model: OpenSourceModel, observed: Observed) -> list[str]:
+    """Names status lists with another version than spec.adapters now asks for (a new commit, uri or
+    digest). A replica that loaded the old one keeps it in memory under that name until it is unloaded;
+    its next request then loads the new one from the served directory."""
+    before = {a.name: version_of(a) for a in model.status.adapters or () if not a.fine_tune}
+    return [
+        a.name
+        for a in observed.adapters
+        if a.name in before and before[a.name] != version(model, observed, a)
+    ]

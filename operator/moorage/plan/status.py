@@ -15,7 +15,6 @@ from moorage.api.status import (
     OpenSourceModelStatus,
     WeightsStatus,
 )
-from moorage.hub.errors import AdapterNotFoundError
 from moorage.plan import adapters, autoscaling, gateway, meta
 from moorage.plan.children import Plan
 from moorage.plan.config import PlanConfig
@@ -90,7 +89,7 @@ def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> V
     if job is not None and job.failed:
         problem = _job_problem(job, "AdaptersFailed")
         message = problem.message
-        if problem.reason == AdapterNotFoundError.reason and observed.resolved is not None:
+        if problem.reason == adapters.NOT_FOUND and observed.resolved is not None:
             # Same list, same Job: putting the files on the claim changes nothing in the spec.
             name = adapters.job_name(model, observed.resolved, observed.adapters)
             message += f" (once it is there, kubectl delete job {name} to read it again)"
@@ -108,6 +107,8 @@ def _adapter_statuses(
     verdict: Verdict | None,
     removing: tuple[AdapterStatus, ...],
     tuned: AdapterStatus | None,
+    *,
+    reloading: frozenset[str],
 ) -> tuple[AdapterStatus, ...] | None:
     if observed.resolved is None:
         return model.status.adapters  # nothing new is known
@@ -118,27 +119,25 @@ def _adapter_statuses(
     state: Literal["Pulling", "Served", "Failed"] = (
         "Served" if verdict.status else "Failed" if job is not None and job.failed else "Pulling"
     )
-    listed = tuple(
-        AdapterStatus(
-            name=a.name,
-            uri=a.uri,
-            revision=a.source.sha if a.source else None,
-            digest=None if a.source else _digest(model, job, a.name, a.uri),
-            state=state,
-            message=None if state == "Served" else verdict.message,
+    before = {a.name: a for a in model.status.adapters or ()}
+    replaced = set(adapters.changed(model, observed))
+    listed = []
+    for a in observed.adapters:
+        uri, revision, digest = adapters.version(model, observed, a)
+        message = None if state == "Served" else verdict.message
+        entry = AdapterStatus(
+            name=a.name, uri=uri, revision=revision, digest=digest, state=state, message=message
         )
-        for a in observed.adapters
-    )
-    return first + listed + removing
-
-
-def _digest(model: OpenSourceModel, job: JobState | None, name: str, uri: str) -> str | None:
-    """The digest of a pvc:// adapter: as the adapters Job reported it, else as status remembers it (the
-    Job's pod, and so its report, is gone)."""
-    digests = job.report.details.get("digests") if job and job.report else None
-    if isinstance(digests, dict) and isinstance(digests.get(name), str):
-        return str(digests[name])
-    return next((a.digest for a in model.status.adapters or () if (a.name, a.uri) == (name, uri)), None)
+        if a.name in replaced and (state != "Served" or a.name in reloading):
+            # The replicas may hold the version status lists: it stays listed until none can serve it any
+            # more (the new one is in place, and unloaded from every replica that loaded the old one).
+            if state == "Served":
+                message = "replacing the version the replicas loaded: being unloaded from them"
+            entry = before[a.name].model_copy(
+                update={"state": "Failed" if state == "Failed" else "Pulling", "message": message}
+            )
+        listed.append(entry)
+    return first + tuple(listed) + removing
 
 
 def _fine_tuned_adapter(observed: Observed, plan: Plan, tuned: Verdict | None) -> AdapterStatus | None:
@@ -328,6 +327,7 @@ def status(
     *,
     failure: Problem | None = None,
     removing: tuple[AdapterStatus, ...] = (),
+    reloading: frozenset[str] = frozenset(),
 ) -> OpenSourceModelStatus:
     """The status to write: the previous status only lends its transition times. `failure` is what stopped
     this reconcile half-way (the API server refused a child): the model is not Ready while it lasts."""
@@ -402,7 +402,7 @@ def status(
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
         adapters=_adapter_statuses(
-            model, observed, served, removing, _fine_tuned_adapter(observed, plan, tuned)
+            model, observed, served, removing, _fine_tuned_adapter(observed, plan, tuned), reloading=reloading
         ),
         revision=records.current,
         last_ready_revision=records.last_ready,

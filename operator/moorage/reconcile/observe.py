@@ -278,7 +278,7 @@ async def _check_claims(kube: Kube, model: OpenSourceModel) -> None:
         )
     for index, adapter in enumerate(model.spec.adapters or ()):
         if adapter.claim:
-            named.append(("AdapterNotFound", f"spec.adapters[{index}].uri", adapter.claim))
+            named.append((adapters.NOT_FOUND, f"spec.adapters[{index}].uri", adapter.claim))
     namespace = model.metadata.namespace
     for reason, field, claim in named:
         # The user's claim, not ours: the watches (of our claims only) cannot tell.

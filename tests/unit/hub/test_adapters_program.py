@@ -17,6 +17,7 @@ from moorage.devcluster.fakehub import (
 )
 from moorage.hub import resolve
 from moorage.jobs import adapters
+from moorage.plan import adapters as plan_adapters
 
 BASE_PATH = "/weights/models/moorage/tiny-llama-64/" + "b" * 40
 
@@ -145,7 +146,7 @@ def test_a_missing_adapter_on_a_claim_stalls_naming_the_field(
     if files:
         on_claim(tmp_path, "loras", path, files)
     code, report = run(tmp_path, monkeypatch, f"good={good}", f"bad=pvc://loras/{path}")
-    assert code == ExitCode.PERMANENT and report.reason == "AdapterNotFound"
+    assert code == ExitCode.PERMANENT and report.reason == "AdapterNotFound" == plan_adapters.NOT_FOUND
     assert report.message.startswith(message), report.message
 
 
