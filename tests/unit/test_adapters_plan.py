@@ -257,3 +257,7 @@ def test_an_unchanged_version_is_no_change() -> None:
     assert adapters.changed(the_model, observed) == []
     reread = JobState(succeeded=True, report=Report(True, "", "", {"digests": {"pvc-store-x": "f" * 64}}))
     assert adapters.changed(the_model, replace(observed, adapters_job=reread)) == ["pvc-store-x"]
+    # First listed while its Job ran (no digest yet), then reported: nothing was loaded to replace.
+    unknown = on_claim.model_copy(update={"digest": None})
+    fresh = the_model.model_copy(update={"status": OpenSourceModelStatus(adapters=(same, unknown))})
+    assert adapters.changed(fresh, replace(observed, adapters_job=reread)) == []

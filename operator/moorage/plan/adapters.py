@@ -141,5 +141,11 @@ def changed(model: OpenSourceModel, observed: Observed) -> list[str]:
     return [
         a.name
         for a in observed.adapters
-        if a.name in before and before[a.name] != version(model, observed, a)
+        if a.name in before and _differ(before[a.name], version(model, observed, a))
     ]
+
+
+def _differ(old: Version, new: Version) -> bool:
+    """A digest not known yet (the Job has not reported) is no change of its own: the uri tells."""
+    digests = (old[2], new[2])
+    return old[:2] != new[:2] or (None not in digests and digests[0] != digests[1])
