@@ -144,9 +144,7 @@ def _served(
 
 def test_status_shows_a_pvc_adapters_digest_in_place_of_a_commit() -> None:
     digest = "c" * 64
-    job = JobState(
-        succeeded=True, report=Report(True, "AdaptersReady", "", {"digests": {"pvc-store-x": digest}})
-    )
+    job = JobState(succeeded=True, report=Report(True, "AdaptersReady", "", {"digests": [None, digest]}))
     [hub, on_claim] = _served(("a", "pvc-store-x"), job)
     assert (hub.revision, hub.digest) == ("d" * 40, None)
     assert (on_claim.uri, on_claim.revision, on_claim.digest, on_claim.state) == (
@@ -255,7 +253,7 @@ def test_an_unchanged_version_is_no_change() -> None:
         resolved=resolved(), pull=DONE, adapters=(adapter("a"), adapter("pvc-store-x")), adapters_job=DONE
     )
     assert adapters.changed(the_model, observed) == []
-    reread = JobState(succeeded=True, report=Report(True, "", "", {"digests": {"pvc-store-x": "f" * 64}}))
+    reread = JobState(succeeded=True, report=Report(True, "", "", {"digests": [None, "f" * 64]}))
     assert adapters.changed(the_model, replace(observed, adapters_job=reread)) == ["pvc-store-x"]
     # First listed while its Job ran (no digest yet), then reported: nothing was loaded to replace.
     unknown = on_claim.model_copy(update={"digest": None})

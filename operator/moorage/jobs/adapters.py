@@ -33,6 +33,8 @@ from moorage.jobs.report import hub_token, run, say, since
 
 CONFIG = "adapter_config.json"
 CHUNK = 1 << 20
+MESSAGE_NAMES = 400
+"""Characters of names the report's message lists; beyond, it counts them (the report holds 4 KiB)."""
 
 
 @dataclass(frozen=True)
@@ -92,19 +94,22 @@ def lay_out(args: argparse.Namespace, started: float) -> Report:
         wanted.name: _copy(index, wanted, args) if wanted.uri.startswith("pvc://") else _pull(wanted, args)
         for index, wanted in enumerate(args.adapters)
     }
-    ranks = {name: _check(name, adapter.path, args) for name, adapter in stored.items()}
+    for name, adapter in stored.items():
+        say(f"adapters: {name}: rank {_check(name, adapter.path, args)}")
     args.served_dir.mkdir(parents=True, exist_ok=True)
     for name, adapter in stored.items():
         _serve(args.served_dir, name, adapter.path, args.base_path)
     for gone in sorted(p for p in args.served_dir.iterdir() if p.name not in stored):
         say(f"adapters: {gone.name} is no longer listed: removed")
         shutil.rmtree(gone, ignore_errors=True)
-    digests = {name: adapter.digest for name, adapter in stored.items() if adapter.digest}
-    details: dict[str, object] = {"ranks": ranks, "seconds": since(started)}
-    if digests:
-        details["digests"] = digests
+    details: dict[str, object] = {"seconds": since(started)}
+    if any(adapter.digest for adapter in stored.values()):
+        # By position, as the arguments list them: 32 digests of adapters with long names would not fit the
+        # termination message's 4 KiB by name.
+        details["digests"] = [adapter.digest for adapter in stored.values()]
     names = ", ".join(stored) or "none"
-    return Report(True, "AdaptersReady", f"served adapters: {names}", details)
+    message = f"served adapters: {names}" if len(names) <= MESSAGE_NAMES else f"{len(stored)} adapters served"
+    return Report(True, "AdaptersReady", message, details)
 
 
 def _pull(wanted: Wanted, args: argparse.Namespace) -> Stored:

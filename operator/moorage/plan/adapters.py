@@ -14,7 +14,7 @@ from moorage.api.status import AdapterStatus
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import program_container, program_job
 from moorage.plan.meta import Manifest, truncate_name
-from moorage.plan.observed import JobState, Observed
+from moorage.plan.observed import Observed
 from moorage.plan.weights import claim_name, snapshot_path
 
 CONTAINER = "adapters"
@@ -114,19 +114,24 @@ Version = tuple[str, str | None, str | None]
 """What an adapter's name stands for: its uri, and its commit (hf://) or digest (pvc://)."""
 
 
-def digest(model: OpenSourceModel, job: JobState | None, name: str, uri: str) -> str | None:
-    """The digest of a pvc:// adapter: as the adapters Job reported it, else as status remembers it (the
-    Job's pod, and so its report, is gone)."""
-    digests = job.report.details.get("digests") if job and job.report else None
-    if isinstance(digests, dict) and isinstance(digests.get(name), str):
-        return str(digests[name])
-    return next((a.digest for a in model.status.adapters or () if (a.name, a.uri) == (name, uri)), None)
+def digest(model: OpenSourceModel, observed: Observed, index: int) -> str | None:
+    """The digest of the pvc:// adapter at `index` of the list: as the adapters Job reported it (by
+    position: the Job is named by the list, so its arguments are this list), else as status remembers it
+    (the Job's pod, and so its report, is gone)."""
+    adapter, job = observed.adapters[index], observed.adapters_job
+    reported = job.report.details.get("digests") if job and job.report else None
+    if isinstance(reported, list) and index < len(reported) and isinstance(reported[index], str):
+        return str(reported[index])
+    listed = model.status.adapters or ()
+    return next((a.digest for a in listed if (a.name, a.uri) == (adapter.name, adapter.uri)), None)
 
 
-def version(model: OpenSourceModel, observed: Observed, adapter: ResolvedAdapter) -> Version:
+def version(model: OpenSourceModel, observed: Observed, index: int) -> Version:
+    """The version of the adapter at `index` of the list."""
+    adapter = observed.adapters[index]
     if adapter.source is not None:
         return adapter.uri, adapter.source.sha, None
-    return adapter.uri, None, digest(model, observed.adapters_job, adapter.name, adapter.uri)
+    return adapter.uri, None, digest(model, observed, index)
 
 
 def version_of(entry: AdapterStatus) -> Version:
@@ -140,8 +145,8 @@ def changed(model: OpenSourceModel, observed: Observed) -> list[str]:
     before = {a.name: version_of(a) for a in model.status.adapters or () if not a.fine_tune}
     return [
         a.name
-        for a in observed.adapters
-        if a.name in before and _differ(before[a.name], version(model, observed, a))
+        for index, a in enumerate(observed.adapters)
+        if a.name in before and _differ(before[a.name], version(model, observed, index))
     ]
 
 

@@ -122,8 +122,8 @@ def _adapter_statuses(
     before = {a.name: a for a in model.status.adapters or ()}
     replaced = set(adapters.changed(model, observed))
     listed = []
-    for a in observed.adapters:
-        uri, revision, digest = adapters.version(model, observed, a)
+    for index, a in enumerate(observed.adapters):
+        uri, revision, digest = adapters.version(model, observed, index)
         message = None if state == "Served" else verdict.message
         entry = AdapterStatus(
             name=a.name, uri=uri, revision=revision, digest=digest, state=state, message=message

@@ -92,7 +92,7 @@ def test_an_adapter_on_a_claim_is_stored_by_content_and_served_beside_hub_ones(
     uri = on_claim(tmp_path, "loras", "support/v3", files)
     code, report = run(tmp_path, monkeypatch, pinned("alpha", TINY_LORAS[0], hub), f"support={uri}")
     assert code == ExitCode.OK and report.ok, report
-    digest = report.details["digests"]["support"]  # type: ignore[index]
+    digest = report.details["digests"][1]  # type: ignore[index]
     stored = tmp_path / "weights" / "adapters" / f"sha256-{digest}"
     assert sorted(p.name for p in stored.iterdir()) == [
         ".moorage-complete.json",
@@ -111,7 +111,7 @@ def test_an_adapter_on_a_claim_is_stored_by_content_and_served_beside_hub_ones(
     # Another model, the same bytes from another claim: one stored copy.
     same = on_claim(tmp_path, "elsewhere", "copy", files)
     code, report = run(tmp_path, monkeypatch, f"mine={same}", served="served-2")
-    assert code == ExitCode.OK and report.details["digests"] == {"mine": digest}, report
+    assert code == ExitCode.OK and report.details["digests"] == [digest], report
     assert (stored / "adapter_model.safetensors").stat().st_nlink == 3
 
     # Changed bytes on the claim are a new address; the old one stays for whoever serves it.
@@ -119,7 +119,7 @@ def test_an_adapter_on_a_claim_is_stored_by_content_and_served_beside_hub_ones(
         tinymodel.lora_files(SERVABLE_SHAPE, TINY_SERVABLE, seed=8)["adapter_model.safetensors"]
     )
     code, report = run(tmp_path, monkeypatch, f"support={uri}")
-    assert code == ExitCode.OK and report.details["digests"]["support"] != digest  # type: ignore[index]
+    assert code == ExitCode.OK and report.details["digests"][0] != digest  # type: ignore[index]
     assert stored.is_dir()
     assert not [p for p in (tmp_path / "weights" / "adapters").iterdir() if p.name.startswith(".")], "staging"
 
@@ -155,3 +155,17 @@ def test_an_adapter_on_a_claim_gets_the_same_checks(tmp_path: Path, monkeypatch:
     code, report = run(tmp_path, monkeypatch, f"other={uri}")
     assert code == ExitCode.PERMANENT and report.reason == "AdapterIncompatible", report
     assert "trained on moorage/tiny-llama-lora" in report.message
+
+
+def test_the_digests_of_the_most_adapters_fit_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 adapters (spec.adapters' maximum) on claims, with names as long as allowed: the report, in a
+    termination message of 4 KiB, still tells every digest."""
+    files = tinymodel.lora_files(SERVABLE_SHAPE, TINY_SERVABLE)
+    wanted = [f"{f'a{i:02d}' * 21}={on_claim(tmp_path, 'loras', f'v{i}', files)}" for i in range(32)]
+    assert all(len(w.split("=")[0]) == 63 for w in wanted)
+    code, report = run(tmp_path, monkeypatch, *wanted)
+    assert code == ExitCode.OK and report.message == "32 adapters served", report
+    digests = report.details["digests"]
+    assert isinstance(digests, list) and len(set(digests)) == 1 and len(digests) == 32
