@@ -4,12 +4,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from moorage.api.activation import COLD_START
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import parse_quantity
 from moorage.api.resources import default_requests, kv_cache_gib
 from moorage.api.spec import Resources
-from moorage.plan import adapters
+from moorage.plan import activator, adapters
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels, selector
 from moorage.plan.placement import place
@@ -261,6 +262,8 @@ def deployment(
     annotations = {**target.annotations(), TEMPLATE_HASH: template_hash}
     if scaled:
         annotations[REPLICAS_OWNER] = AUTOSCALER
+    if (hold := activator.hold(model)) is not None:
+        annotations[COLD_START] = hold.annotation()
     return child(
         model,
         api_version="apps/v1",
