@@ -99,7 +99,7 @@ class Gate:
     held: int = 0
     _endpoints: list[str] = field(default_factory=list)
     _checked: float = float("-inf")
-    _turn: itertools.count[int] = field(default_factory=itertools.count)
+    _turn: "itertools.count[int]" = field(default_factory=itertools.count)
     _waker: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
