@@ -23,12 +23,12 @@ from moorage.api.resolved import ResolvedAdapter, ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.plan.children import plan
 from moorage.plan.config import (
-    DEFAULT_ACTIVATOR,
     DEFAULT_FINETUNE_IMAGE,
     DEFAULT_OPERATOR_IMAGE,
     DEFAULT_PROMETHEUS_ADDRESS,
     DEFAULT_VLLM_CPU_IMAGE,
     DEFAULT_VLLM_IMAGE,
+    EXAMPLE_ACTIVATOR,
     PlanConfig,
 )
 from moorage.plan.observed import EVERYWHERE, AutoscalerState, JobState, Observed
@@ -67,7 +67,7 @@ def _http_url(value: str) -> str:
 
 def _activator(value: str) -> str:
     if value and not re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+", value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not <service>.<namespace>, e.g. {DEFAULT_ACTIVATOR}")
+        raise argparse.ArgumentTypeError(f"{value!r} is not <service>.<namespace>, e.g. {EXAMPLE_ACTIVATOR}")
     return value
 
 
@@ -90,10 +90,10 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--activator",
-        default=DEFAULT_ACTIVATOR,
+        default="",
         type=_activator,
         help="moorage's activator Service as <name>.<namespace>, which holds the requests of models with "
-        "autoscaling.minReplicas 0 while they are at zero ('' for none)",
+        "autoscaling.minReplicas 0 while they are at zero (default: none; the chart sets it)",
     )
 
 

@@ -14,14 +14,14 @@ from moorage.api.resolved import HubFile, ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.plan.activator import slice_name
 from moorage.plan.children import plan
-from moorage.plan.config import PlanConfig
+from moorage.plan.config import EXAMPLE_ACTIVATOR, PlanConfig
 from moorage.plan.observed import AutoscalerState, DeploymentState, JobState, Observed
 from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
 Obj = dict[str, Any]
 RESOLVED = ResolvedSource("hf://org/m", "org/m", "model", "main", "a" * 40, (HubFile("config.json", 10),))
-CONFIG = PlanConfig(prometheus_address="http://prom.monitoring:9090")
+CONFIG = PlanConfig(prometheus_address="http://prom.monitoring:9090", activator=EXAMPLE_ACTIVATOR)
 ACTIVATOR_PODS = ("10.244.0.7", "10.244.1.9")
 
 

@@ -17,7 +17,7 @@ DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
 """The Service the Prometheus Operator makes for its Prometheus servers, in the usual namespace."""
 
-DEFAULT_ACTIVATOR = "moorage-activator.moorage-system"
+EXAMPLE_ACTIVATOR = "moorage-activator.moorage-system"
 """The chart's activator Service, installed as the docs say (release moorage in moorage-system)."""
 
 
@@ -35,7 +35,7 @@ class PlanConfig:
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     """The Prometheus server KEDA asks for vLLM's metrics (models with spec.serving.autoscaling)."""
     cluster_domain: str = "cluster.local"
-    activator: str | None = DEFAULT_ACTIVATOR
+    activator: str | None = None
     """moorage's activator, as <service>.<namespace> (its Service carries the moorage.dev/activator
     label); None: no activator, and a model with minReplicas 0 has no one to hold its requests at zero."""
 
