@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitops import assert_no_gitops_drift
 from prometheus_client.parser import text_string_to_metric_families
 
 from moorage.cli import dump, load_models, render
@@ -127,22 +128,6 @@ def wait_condition(
         return None
 
     return wait_for(check, timeout=timeout, what=f"{name}: {type_}={status} {reason or ''}")
-
-
-def assert_no_gitops_drift(cluster: Cluster, namespace: str, manifest: Obj, tmp_path: Path) -> None:
-    """What Argo CD's server-side diff does: apply the manifest from Git as a dry run; nothing changes."""
-    live = get(cluster, namespace, "osm", manifest["metadata"]["name"])
-    source = tmp_path / "model.json"
-    source.write_text(json.dumps(manifest))
-    result = cluster.kubectl(
-        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
-        "-n", namespace, "-f", str(source), "-o", "json",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    dry = json.loads(result.stdout)
-    assert dry["spec"] == live["spec"]
-    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
-    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
 
 
 def ready_pods(cluster: Cluster, namespace: str, name: str) -> list[Obj]:

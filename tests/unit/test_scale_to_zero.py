@@ -58,7 +58,7 @@ def test_with_no_ready_replica_the_service_also_routes_to_the_activator(ready: i
     metadata = endpoint_slice["metadata"]
     assert metadata["name"] == "m-activator" == slice_name(model(TO_ZERO))
     assert metadata["labels"]["kubernetes.io/service-name"] == "m", "a slice of the model's own Service"
-    assert metadata["labels"]["endpointslice.kubernetes.io/managed-by"] == "moorage.dev/operator"
+    assert metadata["labels"]["endpointslice.kubernetes.io/managed-by"] == "operator.moorage.dev"
     assert metadata["ownerReferences"][0]["uid"] == "u-1", "goes with the model"
     assert endpoint_slice["addressType"] == "IPv4"
     assert [e["addresses"] for e in endpoint_slice["endpoints"]] == [[ip] for ip in ACTIVATOR_PODS]

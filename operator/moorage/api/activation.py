@@ -27,7 +27,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SLICE_MANAGER_LABEL = "endpointslice.kubernetes.io/managed-by"
 SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 """The managed-by value of the slices Kubernetes keeps from a Service's selector: the model's pods."""
-SLICE_MANAGER = "moorage.dev/operator"
+SLICE_MANAGER = "operator.moorage.dev"
 """The managed-by value of the slice that points a model's Service at the activator."""
 HELD_METRIC = "moorage_activator_requests_held"
 """The activator's gauge of requests held per model (labels model_namespace, model), for dashboards and
