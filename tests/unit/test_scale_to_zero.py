@@ -4,6 +4,7 @@ planned exactly as before."""
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ from moorage.api.activation import COLD_START, Hold
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.resolved import HubFile, ResolvedSource
 from moorage.api.spec import OpenSourceModelSpec
+from moorage.api.status import ConditionType
 from moorage.plan.activator import slice_name
 from moorage.plan.children import plan
 from moorage.plan.config import EXAMPLE_ACTIVATOR, PlanConfig
 from moorage.plan.observed import AutoscalerState, DeploymentState, JobState, Observed
+from moorage.plan.status import status
 from moorage.reconcile.reconciler import Reconciler
 from moorage.reconcile.resolver import Resolver
 
@@ -195,3 +198,17 @@ def test_the_reconcile_removes_the_activator_once_a_replica_is_ready() -> None:
     reconcile(kube)
     assert ("EndpointSlice", "ml", "m-activator") in kube.deleted
     assert "EndpointSlice" not in [m["kind"] for m in kube.applied]
+
+
+def test_a_model_idle_at_zero_is_ready_and_says_so() -> None:
+    the_model = model(TO_ZERO)
+    at_zero = observed(0)
+    the_plan = plan(the_model, at_zero, CONFIG)
+    deployment = next(c for c in the_plan.children if c["kind"] == "Deployment")
+    hashed = DeploymentState(1, 1, 0, 0, 0, 0, 0, dict(deployment["metadata"]["annotations"]))
+    seen = replace(at_zero, deployment=hashed)
+    ready = status(the_model, seen, plan(the_model, seen, CONFIG), CONFIG, "2026-11-27T10:00:00Z").condition(
+        ConditionType.READY
+    )
+    assert ready is not None and (ready.status, ready.reason) == ("True", "ScaledToZero")
+    assert "held" in ready.message
