@@ -1,5 +1,6 @@
 """The operator as a user runs it (`moorage run`), against the real control plane and fake GPU nodes."""
 
+import asyncio
 import base64
 import json
 import socket
@@ -12,8 +13,14 @@ from typing import Any
 
 import pytest
 from gitops import assert_no_gitops_drift
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.core_v1 import Service
 from prometheus_client.parser import text_string_to_metric_families
 
+from moorage.activator.gate import ModelKey
+from moorage.activator.kube import KubeCluster
+from moorage.api.activation import Hold
 from moorage.cli import dump, load_models, render
 from moorage.demo import OperatorProcess, install_crd
 from moorage.devcluster import ADMIN_USER, Cluster, wait_for
@@ -1289,8 +1296,18 @@ def test_scale_to_zero_points_the_service_at_the_activator_while_no_replica_is_r
             what="the slice following the activator",
         )
 
-        # The activator wakes the model (the scale subresource): once a replica is ready, it steps out.
-        cluster.kubectl("scale", "deploy/idle", "--replicas=1", "-n", namespace, check=True)
+        # The activator's own reads and its wake (the scale subresource), against the API server.
+        cold = asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle")))
+        assert cold["hold"] == Hold(120, 100) and cold["endpoints"] == []
+        assert cold["by_ip"] == ModelKey(namespace, "idle") and cold["woke"] == (True, False)
+        wait_for(
+            lambda: asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle"), wake=False))[
+                "endpoints"
+            ],
+            timeout=TIMEOUT,
+            what="a ready replica in the model's EndpointSlice, as the activator reads it",
+        )
+        # Once a replica is ready, the activator steps out of the path.
         wait_for(
             lambda: _activator_slice(cluster, namespace, "idle") is None,
             timeout=TIMEOUT,
@@ -1303,3 +1320,21 @@ def test_scale_to_zero_points_the_service_at_the_activator_while_no_replica_is_r
     finally:
         operator.restart()
         cluster.kubectl("delete", "namespace", system, "--wait=false")
+
+
+async def _activator_sees(cluster: Cluster, key: ModelKey, *, wake: bool = True) -> dict[str, Any]:
+    """What `moorage activator` reads of a model, and its wake twice (the second finds replicas)."""
+    client = AsyncClient(config=KubeConfig.from_file(str(cluster.kubeconfig)))
+    try:
+        kube = KubeCluster(client, [key.namespace])
+        ip = (await client.get(Service, key.name, namespace=key.namespace)).spec.clusterIP
+        seen: dict[str, Any] = {
+            "hold": await kube.hold_settings(key),
+            "endpoints": await kube.ready_endpoints(key),
+            "by_ip": await kube.find(ip),
+        }
+        if wake:
+            seen["woke"] = (await kube.wake(key), await kube.wake(key))
+        return seen
+    finally:
+        await client.close()
