@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,22 @@ def _chat(base: str, timeout: float) -> tuple[int, Obj, dict[str, str]]:
         return error.code, json.loads(error.read() or b"{}"), dict(error.headers)
 
 
+def _start_phases(pod: Obj) -> dict[str, float]:
+    """Where a cold start went, from the pod's own timestamps (whole seconds): from the pod's creation to
+    its container running (scheduling, container start), and from there to Ready (vLLM's start, probes)."""
+
+    def at(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    created = at(pod["metadata"]["creationTimestamp"])
+    running = at(pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"])
+    ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+    return {
+        "pod_created_to_running_s": (running - created).total_seconds(),
+        "running_to_ready_s": (at(ready["lastTransitionTime"]) - running).total_seconds(),
+    }
+
+
 def test_a_model_that_scales_to_zero_comes_up_and_leaves_replicas_to_the_scaler(product: Product) -> None:
     started = time.monotonic()
     product.cluster.apply(manifest(product.hub), namespace=NAMESPACE)
@@ -202,6 +219,7 @@ def test_a_request_at_zero_is_held_and_answered(product: Product, tmp_path: Path
     assert status == 200, f"{answer}\n{product.logs()}"
     assert answer["model"] == MODEL and answer["choices"][0]["message"]["role"] == "assistant"
     assert product.get("deploy", MODEL)["spec"]["replicas"] == 1, "woken through the scale subresource"
+    product.timings |= _start_phases(product.serving_pods()[0])
     # The activator steps out of the data path once the replica is ready.
     wait_for(lambda: product.get("endpointslice", SLICE) is None, timeout=60, what="activator slice deleted")
     status, _, _ = _chat(product.service(), timeout=60)

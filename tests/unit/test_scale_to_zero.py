@@ -117,6 +117,19 @@ def test_the_scaled_object_keeps_a_woken_model_up() -> None:
     assert [t["name"] for t in triggers] == ["num-requests-waiting", "in-use"]
 
 
+def test_a_model_that_scales_to_zero_is_probed_at_start_more_often() -> None:
+    def startup(scaling: Obj) -> Obj:
+        deployment = children(model(scaling), observed(0))["Deployment"]
+        probe: Obj = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+        return probe
+
+    cold, warm = startup(TO_ZERO), startup({"maxReplicas": 3})
+    assert (cold["periodSeconds"], warm["periodSeconds"]) == (2, 10), "a held request waits on this start"
+    assert (
+        cold["periodSeconds"] * cold["failureThreshold"] == warm["periodSeconds"] * warm["failureThreshold"]
+    )
+
+
 def test_cold_start_settings_ride_on_the_deployment() -> None:
     default = children(model(TO_ZERO), observed(0))["Deployment"]["metadata"]["annotations"][COLD_START]
     assert Hold.from_annotations({COLD_START: default}) == Hold(600, 100)

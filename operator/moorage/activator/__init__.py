@@ -58,5 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP client logs every request at INFO: a held request polls the API server twice a second.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     asyncio.run(serve(parse_args(argv)))
     return 0

@@ -32,6 +32,9 @@ AUTOSCALER = "autoscaler"
 WEIGHTS_BYTES = "moorage.dev/weights-bytes"
 """Annotation: the size of the served weights, which the pods' resource requests are sized from."""
 STARTUP_PERIOD_SECONDS = 10
+COLD_START_PERIOD_SECONDS = 2
+"""The startup probe's period for a model that scales to zero: a request waits on this start, and a probe
+every 10 s would add up to 10 s to it; vLLM's /health is cheap."""
 DRAIN_SECONDS = 10
 """How long a replica being removed still serves before vLLM gets SIGTERM (preStop sleep)."""
 
@@ -165,6 +168,7 @@ def _env(model: OpenSourceModel, target: ServingTarget, requests: dict[str, str]
 def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:
     serving = model.spec.serving
     deadline = serving.rollout.deadline()
+    startup = COLD_START_PERIOD_SECONDS if activator.scales_to_zero(model) else STARTUP_PERIOD_SECONDS
     resources = _resources(model, target)
     container = {
         "name": "vllm",
@@ -175,7 +179,7 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": resources,
         # Loading big weights takes minutes: the startup probe allows the whole rollout deadline.
-        "startupProbe": _probe("/health", STARTUP_PERIOD_SECONDS, max(deadline // STARTUP_PERIOD_SECONDS, 1)),
+        "startupProbe": _probe("/health", startup, max(deadline // startup, 1)),
         "readinessProbe": _probe("/v1/models", 10, 3),
         "livenessProbe": _probe("/health", 15, 4, timeout=10),
         "securityContext": container_security_context(),
