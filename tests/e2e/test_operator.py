@@ -1,5 +1,6 @@
 """The operator as a user runs it (`moorage run`), against the real control plane and fake GPU nodes."""
 
+import asyncio
 import base64
 import json
 import socket
@@ -11,8 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitops import assert_no_gitops_drift
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.core_v1 import Service
 from prometheus_client.parser import text_string_to_metric_families
 
+from moorage.activator.gate import ModelKey
+from moorage.activator.kube import KubeCluster
+from moorage.api.activation import Hold
 from moorage.cli import dump, load_models, render
 from moorage.demo import OperatorProcess, install_crd
 from moorage.devcluster import ADMIN_USER, Cluster, wait_for
@@ -127,22 +135,6 @@ def wait_condition(
         return None
 
     return wait_for(check, timeout=timeout, what=f"{name}: {type_}={status} {reason or ''}")
-
-
-def assert_no_gitops_drift(cluster: Cluster, namespace: str, manifest: Obj, tmp_path: Path) -> None:
-    """What Argo CD's server-side diff does: apply the manifest from Git as a dry run; nothing changes."""
-    live = get(cluster, namespace, "osm", manifest["metadata"]["name"])
-    source = tmp_path / "model.json"
-    source.write_text(json.dumps(manifest))
-    result = cluster.kubectl(
-        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
-        "-n", namespace, "-f", str(source), "-o", "json",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    dry = json.loads(result.stdout)
-    assert dry["spec"] == live["spec"]
-    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
-    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
 
 
 def ready_pods(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
@@ -1305,3 +1297,127 @@ def test_opting_out_of_rollback_leaves_the_broken_revision(
     assert CRASH_LOOP_ARG in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "failedRevision" not in get(cluster, namespace, "osm", "kept")["status"]
     assert len(ready_pods(cluster, namespace, "kept")) == 2, "the old replicas keep serving"
+
+
+def _activator_slice(cluster: Cluster, namespace: str, name: str) -> list[str] | None:
+    found = get(cluster, namespace, "endpointslice", f"{name}-activator")
+    return None if found is None else [a for e in found.get("endpoints") or [] for a in e["addresses"]]
+
+
+def _fake_activator(cluster: Cluster, namespace: str, ips: list[str]) -> None:
+    """The activator's Service as the chart makes it, and its EndpointSlice as Kubernetes keeps it (by hand:
+    no pod needed to test the operator's side)."""
+    labels = {"moorage.dev/activator": "true"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "moorage-activator", "labels": labels},
+        "spec": {"ports": [{"name": "http", "port": 8080}]},
+    }
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "moorage-activator-abcde",
+            "labels": {
+                **labels,
+                "kubernetes.io/service-name": "moorage-activator",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+    cluster.apply(service, endpoints, namespace=namespace)
+
+
+def test_scale_to_zero_points_the_service_at_the_activator_while_no_replica_is_ready(
+    cluster: Cluster, operator: Running, namespace: str, keda_crd: str, tmp_path: Path
+) -> None:
+    """The operator's side of scale to zero on a real API server (kwok pods): the activator slice comes
+    when the scaler takes the model to zero, follows the activator's addresses, and goes when a replica is
+    ready; the operator never reverts the scale and GitOps sees no drift."""
+    system = f"{namespace}-sys"
+    cluster.kubectl("create", "namespace", system, check=True)
+    try:
+        _fake_activator(cluster, system, ["10.244.9.9"])
+        operator.restart(f"--activator=moorage-activator.{system}")
+        scaling = {"minReplicas": 0, "maxReplicas": 2, "coldStart": {"holdTimeoutSeconds": 120}}
+        idle = model("idle", serving={"autoscaling": scaling})
+        cluster.apply(idle, namespace=namespace)
+        wait_condition(cluster, namespace, "idle", "Ready")
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") is None, timeout=TIMEOUT, what="no slice"
+        )
+        scaled = wait_for(
+            lambda: get(cluster, namespace, "scaledobject", "idle"), timeout=TIMEOUT, what="KEDA"
+        )
+        assert scaled["spec"]["minReplicaCount"] == 0
+        assert scaled["spec"]["triggers"][-1]["metadata"]["url"] == (
+            f"http://moorage-activator.{system}.svc.cluster.local:9090/held/{namespace}/idle"
+        )
+
+        # KEDA takes the idle model to zero: its Service also routes to the activator.
+        cluster.kubectl("scale", "deploy/idle", "--replicas=0", "-n", namespace, check=True)
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") == ["10.244.9.9"],
+            timeout=TIMEOUT,
+            what="the activator slice",
+        )
+        found = get(cluster, namespace, "endpointslice", "idle-activator")
+        assert found["metadata"]["labels"]["kubernetes.io/service-name"] == "idle"
+        assert found["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
+        ready = wait_condition(cluster, namespace, "idle", "Ready", reason="ScaledToZero")
+        assert "held" in ready["message"]
+
+        # The activator moved: the slice follows (the operator watches the activator's slices).
+        _fake_activator(cluster, system, ["10.244.9.10"])
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") == ["10.244.9.10"],
+            timeout=TIMEOUT,
+            what="the slice following the activator",
+        )
+
+        # The activator's own reads and its wake (the scale subresource), against the API server.
+        cold = asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle")))
+        assert cold["hold"] == Hold(120, 100) and cold["endpoints"] == []
+        assert cold["by_ip"] == ModelKey(namespace, "idle") and cold["woke"] == (True, False)
+        wait_for(
+            lambda: asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle"), wake=False))[
+                "endpoints"
+            ],
+            timeout=TIMEOUT,
+            what="a ready replica in the model's EndpointSlice, as the activator reads it",
+        )
+        # Once a replica is ready, the activator steps out of the path.
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") is None,
+            timeout=TIMEOUT,
+            what="the activator slice deleted",
+        )
+        assert get(cluster, namespace, "deployment", "idle")["spec"]["replicas"] == 1
+        events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=idle")["items"]
+        assert "DriftReverted" not in {e["reason"] for e in events}
+        assert_no_gitops_drift(cluster, namespace, idle, tmp_path)
+    finally:
+        operator.restart()
+        cluster.kubectl("delete", "namespace", system, "--wait=false")
+
+
+async def _activator_sees(cluster: Cluster, key: ModelKey, *, wake: bool = True) -> dict[str, Any]:
+    """What `moorage activator` reads of a model, and its wake twice (the second finds replicas)."""
+    client = AsyncClient(config=KubeConfig.from_file(str(cluster.kubeconfig)))
+    try:
+        kube = KubeCluster(client, [key.namespace])
+        ip = (await client.get(Service, key.name, namespace=key.namespace)).spec.clusterIP
+        seen: dict[str, Any] = {
+            "hold": await kube.hold_settings(key),
+            "endpoints": await kube.ready_endpoints(key),
+            "by_ip": await kube.find(ip),
+        }
+        if wake:
+            seen["woke"] = (await kube.wake(key), await kube.wake(key))
+        return seen
+    finally:
+        await client.close()

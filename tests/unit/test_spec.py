@@ -59,8 +59,27 @@ def test_tensor_parallel_follows_gpus() -> None:
             "spec.serving.autoscaling.minReplicas: minReplicas must not exceed maxReplicas",
         ),
         (
-            {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {"maxReplicas": 4, "minReplicas": 0}}},
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {"autoscaling": {"maxReplicas": 4, "minReplicas": -1}},
+            },
             "spec.serving.autoscaling.minReplicas:",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {"autoscaling": {"maxReplicas": 4, "coldStart": {"maxQueued": 5}}},
+            },
+            "spec.serving.autoscaling.coldStart: coldStart has a meaning only with minReplicas: 0",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {
+                    "autoscaling": {"maxReplicas": 4, "minReplicas": 0, "coldStart": {"maxQueued": 0}}
+                },
+            },
+            "spec.serving.autoscaling.coldStart.maxQueued:",
         ),
         (
             {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {}}},

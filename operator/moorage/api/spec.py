@@ -216,6 +216,28 @@ class AutoscalingTarget(ApiModel):
 DEFAULT_WAITING_REQUESTS = 2
 
 
+class ColdStart(ApiModel):
+    """How the activator holds requests for a model at zero replicas while one starts (minReplicas: 0)."""
+
+    hold_timeout_seconds: Annotated[int | None, Field(ge=1, le=3600)] = None
+    """How long a request waits for a replica before it is answered 503 with Retry-After. Default 600: a
+    vLLM replica loads its weights in a minute or more (see docs/autoscaling.md for measured numbers)."""
+    max_queued: Annotated[int | None, Field(ge=1, le=10000)] = None
+    """How many requests are held at once for this model; one more is answered 503 at once. Default 100."""
+
+    def hold_timeout(self) -> int:
+        return (
+            DEFAULT_HOLD_TIMEOUT_SECONDS if self.hold_timeout_seconds is None else self.hold_timeout_seconds
+        )
+
+    def queue_bound(self) -> int:
+        return DEFAULT_MAX_QUEUED if self.max_queued is None else self.max_queued
+
+
+DEFAULT_HOLD_TIMEOUT_SECONDS = 600
+DEFAULT_MAX_QUEUED = 100
+
+
 class Autoscaling(ApiModel):
     """Replicas follow vLLM's load through a KEDA ScaledObject (KEDA and a Prometheus that scrapes the vLLM
     pods must be installed). While it is on, the autoscaler owns the Deployment's replicas and
@@ -228,11 +250,17 @@ class Autoscaling(ApiModel):
             check=lambda a: a.min_count() <= a.max_replicas,
             field="minReplicas",
         ),
+        Rule(
+            cel="!has(self.coldStart) || (has(self.minReplicas) && self.minReplicas == 0)",
+            message="coldStart has a meaning only with minReplicas: 0 (scale to zero)",
+            check=lambda a: a.cold_start is None or a.min_count() == 0,
+            field="coldStart",
+        ),
     )
 
-    min_replicas: Annotated[int | None, Field(ge=1, le=1000)] = None
-    """Default 1. Not 0: a model at zero replicas has no vLLM to report a queue, and nothing would hold the
-    first request while a replica starts."""
+    min_replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Default 1. 0: an idle model scales to zero, and moorage's activator holds the requests that come
+    then while a replica starts (see coldStart and docs/autoscaling.md)."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     target: AutoscalingTarget = AutoscalingTarget()
     scale_up_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
@@ -240,7 +268,17 @@ class Autoscaling(ApiModel):
     window). Default 0: at once."""
     scale_down_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
     """How long the load must stay low before replicas are removed. Default 300: a replica takes minutes to
-    load its weights, so it is not given up for a short lull."""
+    load its weights, so it is not given up for a short lull. With minReplicas: 0 also how long a model
+    must be idle before it goes to zero (KEDA's cooldownPeriod)."""
+    cold_start: ColdStart | None = None
+    """Only with minReplicas: 0: how requests are held while the model comes back from zero."""
+
+    @property
+    def to_zero(self) -> bool:
+        return self.min_count() == 0
+
+    def holding(self) -> "ColdStart":
+        return self.cold_start or ColdStart()
 
     def min_count(self) -> int:
         return 1 if self.min_replicas is None else self.min_replicas

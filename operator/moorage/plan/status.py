@@ -248,6 +248,13 @@ def _ready(
         )
     if model.spec.serving.replicas == 0 and model.spec.serving.autoscaling is None:
         return Verdict(True, "ScaledToZero", "no replica is asked for")
+    scaling = model.spec.serving.autoscaling
+    if scaling is not None and scaling.to_zero and deployment.desired_replicas == 0:
+        return Verdict(
+            True,
+            "ScaledToZero",
+            "idle at zero replicas: the next request is held while a replica starts (coldStart)",
+        )
     return Verdict(
         True,
         "Serving",

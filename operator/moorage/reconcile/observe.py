@@ -3,6 +3,15 @@
 import logging
 from dataclasses import dataclass, replace
 
+from lightkube.core.exceptions import ApiError
+
+from moorage.api.activation import (
+    ACTIVATOR_LABEL,
+    COLD_START,
+    SLICE_CONTROLLER,
+    SLICE_MANAGER_LABEL,
+    ready_ips,
+)
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
 from moorage.api.resolved import Counts, ResolvedAdapter, ResolvedSource
@@ -10,7 +19,7 @@ from moorage.api.spec import AdapterSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
-from moorage.plan import adapters, finetune, resolve, weights
+from moorage.plan import activator, adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.gateway import HTTP_ROUTE, INFERENCE_POOL
 from moorage.plan.meta import SPEC_HASH, selector
@@ -443,7 +452,9 @@ async def observe(
             autoscaler = AutoscalerState.from_scaled_object(scaled)
 
     gateway_apis, gateway_hashes = await _gateway(kube, discovery, model, live)
+    activator_addresses = await _activator(kube, model, config, deployment, live)
     observed = Observed(
+        activator=activator_addresses,
         gateway_apis=gateway_apis,
         gateway_hashes=gateway_hashes,
         resolved=resolved,
@@ -460,6 +471,40 @@ async def observe(
         templates=templates,
     )
     return World(observed, live)
+
+
+async def _activator(
+    kube: Kube,
+    model: OpenSourceModel,
+    config: PlanConfig,
+    deployment: Obj | None,
+    live: dict[tuple[str, str], Obj],
+) -> tuple[str, ...]:
+    """For a model that scales to zero (or did at our last apply): the activator's ready addresses, and
+    the model's live activator slice (to be removed once not planned). Others cost no request."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    wanted = activator.scales_to_zero(model)
+    if not wanted and COLD_START not in annotations:
+        return ()
+    name = activator.slice_name(model)
+    ours = await kube.get("EndpointSlice", model.metadata.namespace, name, watched=False)
+    if ours is not None:
+        live["EndpointSlice", name] = ours
+    if not wanted or config.activator_namespace is None:
+        return ()
+    try:
+        slices = await kube.select(
+            "EndpointSlice",
+            config.activator_namespace,
+            {ACTIVATOR_LABEL: None, SLICE_MANAGER_LABEL: SLICE_CONTROLLER},
+        )
+    except ApiError as error:
+        if error.status.code != 403:
+            raise
+        # An operator confined to some namespaces may not read the activator's: no one holds requests.
+        log.warning("%s/%s: cannot read the activator's endpoints: %s", *model.key, error.status.message)
+        return ()
+    return tuple(sorted({address for found in slices for address in ready_ips(found)}))
 
 
 async def _templates(kube: Kube, model: OpenSourceModel, deployment: Obj) -> dict[str, Obj]:

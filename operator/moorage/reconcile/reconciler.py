@@ -292,6 +292,16 @@ class Reconciler:
             unwanted = world.live.get((kind, model.metadata.name))
             if unwanted and not the_plan.names(kind) and _owned_by(unwanted, uid):
                 await self.kube.delete(kind, namespace, model.metadata.name)
+        # A replica is ready (or the model no longer scales to zero): the activator steps out of the path.
+        for (kind, name), unwanted in world.live.items():
+            if kind == "EndpointSlice" and name not in the_plan.names(kind) and _owned_by(unwanted, uid):
+                await self.kube.delete(kind, namespace, name)
+                log.info(
+                    "%s/%s: the activator is out of the path (%s deleted)",
+                    namespace,
+                    model.metadata.name,
+                    name,
+                )
         wanted_jobs = the_plan.names("Job")
         mine = {"moorage.dev/model": model.metadata.name}
         for job in await self.kube.select("Job", namespace, mine, owner=uid):
