@@ -382,9 +382,9 @@ def test_model_names_that_cannot_name_a_service_are_refused(
         (
             {
                 "source": {"uri": f"hf://{TINY_MODEL}"},
-                "serving": {"autoscaling": {"maxReplicas": 2, "minReplicas": 0}},
+                "serving": {"autoscaling": {"maxReplicas": 2, "coldStart": {"maxQueued": 5}}},
             },
-            "spec.serving.autoscaling.minReplicas",
+            "coldStart has a meaning only with minReplicas: 0",
         ),
         (
             {
