@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from moorage.plan.config import (
     DEFAULT_PROMETHEUS_ADDRESS,
     DEFAULT_VLLM_CPU_IMAGE,
     DEFAULT_VLLM_IMAGE,
+    EXAMPLE_ACTIVATOR,
     PlanConfig,
 )
 from moorage.plan.observed import EVERYWHERE, AutoscalerState, JobState, Observed
@@ -38,6 +40,7 @@ PROGRAMS = {
     "resolve": "pin a source with the hub token of a Secret (the resolve Job's program)",
     "adapters": "pull LoRA adapters and lay them out for vLLM (the adapters Job's program)",
     "finetune": "train a LoRA adapter (the fine-tune Job's program)",
+    "activator": "hold requests for models at zero replicas while one starts (the activator's program)",
 }
 
 
@@ -62,6 +65,12 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _activator(value: str) -> str:
+    if value and not re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not <service>.<namespace>, e.g. {EXAMPLE_ACTIVATOR}")
+    return value
+
+
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-image", default=DEFAULT_VLLM_IMAGE, help="default image of the vLLM pods")
     parser.add_argument(
@@ -79,6 +88,13 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
         type=_http_url,
         help="Prometheus URL that KEDA asks for vLLM's metrics, for models with spec.serving.autoscaling",
     )
+    parser.add_argument(
+        "--activator",
+        default="",
+        type=_activator,
+        help="moorage's activator Service as <name>.<namespace>, which holds the requests of models with "
+        "autoscaling.minReplicas 0 while they are at zero (default: none; the chart sets it)",
+    )
 
 
 def _plan_config(args: argparse.Namespace) -> PlanConfig:
@@ -90,6 +106,7 @@ def _plan_config(args: argparse.Namespace) -> PlanConfig:
         hf_endpoint=args.hf_endpoint,
         default_gpu_profile=args.default_gpu_profile,
         prometheus_address=args.prometheus_address,
+        activator=args.activator or None,
     )
 
 
@@ -122,7 +139,7 @@ def load_models(path: str) -> list[OpenSourceModel]:
             raise UsageError(f"{where}: {KIND} must have apiVersion {API_VERSION}")
         try:
             metadata = ObjectMeta.model_validate({"uid": RENDER_UID, **(doc.get("metadata") or {})})
-            spec = OpenSourceModelSpec.from_manifest(doc.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(doc.get("spec") or {}, metadata.name)
         except ValidationError as error:
             root = "metadata" if error.title == "ObjectMeta" else "spec"
             raise UsageError(f"{where}: {describe(error, root)}") from error
@@ -150,7 +167,13 @@ def _resolve(
         if tune and tune.dataset.from_hub:
             dataset = resolve(tune.dataset.uri, tune.dataset.revision, None, token, endpoint=endpoint)
         adapters = tuple(
-            ResolvedAdapter(a.name, resolve(a.uri, a.revision, ADAPTER_FILES, token, endpoint=endpoint))
+            ResolvedAdapter(
+                a.name,
+                a.uri,
+                resolve(a.uri, a.revision, ADAPTER_FILES, token, endpoint=endpoint)
+                if a.claim is None
+                else None,
+            )
             for a in model.spec.adapters or ()
         )
     except HubError as error:
@@ -169,7 +192,8 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
         else:
             resolved, dataset = _unresolved(model.spec.source.uri, model.spec.source.revision), None
             adapters = tuple(
-                ResolvedAdapter(a.name, _unresolved(a.uri, a.revision)) for a in model.spec.adapters or ()
+                ResolvedAdapter(a.name, a.uri, _unresolved(a.uri, a.revision) if a.claim is None else None)
+                for a in model.spec.adapters or ()
             )
         problem = serving_problem(model, resolved, config) if resolve else None
         if problem is not None:
@@ -261,6 +285,8 @@ def _run_program(name: str, argv: list[str]) -> int:
         from moorage.jobs.resolve import main as program  # noqa: PLC0415
     elif name == "adapters":
         from moorage.jobs.adapters import main as program  # noqa: PLC0415
+    elif name == "activator":
+        from moorage.activator import main as program  # noqa: PLC0415
     else:
         from moorage.jobs.finetune import main as program  # noqa: PLC0415
     return program(argv)

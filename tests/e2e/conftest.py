@@ -129,11 +129,10 @@ def keda_crd_manifest(tmp: Path) -> dict[str, Any]:
     return crd
 
 
-@pytest.fixture
-def keda_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+def install_keda_crd(cluster: Cluster, tmp: Path) -> str:
     """KEDA's real ScaledObject CRD installed (not KEDA's controllers: the tests play the scaler)."""
     if cluster.kubectl("get", "crd", KEDA_CRD, "-o", "name").returncode != 0:
-        crd = keda_crd_manifest(tmp_path_factory.mktemp("keda"))
+        crd = keda_crd_manifest(tmp)
         result = cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
         assert result.returncode == 0, result.stderr
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{KEDA_CRD}", "--timeout=60s", check=True)
@@ -141,3 +140,14 @@ def keda_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
             lambda: cluster.kubectl("get", "scaledobjects", "-A").returncode == 0, what="ScaledObjects served"
         )
     return KEDA_CRD
+
+
+@pytest.fixture
+def keda_crd(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return install_keda_crd(cluster, tmp_path_factory.mktemp("keda"))
+
+
+@pytest.fixture(scope="module")
+def real_keda_crd(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same CRD on the real-node cluster."""
+    return install_keda_crd(real_cluster, tmp_path_factory.mktemp("keda"))

@@ -1,5 +1,6 @@
 """The operator as a user runs it (`moorage run`), against the real control plane and fake GPU nodes."""
 
+import asyncio
 import base64
 import json
 import socket
@@ -11,8 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitops import assert_no_gitops_drift
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.core_v1 import Service
 from prometheus_client.parser import text_string_to_metric_families
 
+from moorage.activator.gate import ModelKey
+from moorage.activator.kube import KubeCluster
+from moorage.api.activation import Hold
 from moorage.cli import dump, load_models, render
 from moorage.demo import OperatorProcess, install_crd
 from moorage.devcluster import ADMIN_USER, Cluster, wait_for
@@ -127,22 +135,6 @@ def wait_condition(
         return None
 
     return wait_for(check, timeout=timeout, what=f"{name}: {type_}={status} {reason or ''}")
-
-
-def assert_no_gitops_drift(cluster: Cluster, namespace: str, manifest: Obj, tmp_path: Path) -> None:
-    """What Argo CD's server-side diff does: apply the manifest from Git as a dry run; nothing changes."""
-    live = get(cluster, namespace, "osm", manifest["metadata"]["name"])
-    source = tmp_path / "model.json"
-    source.write_text(json.dumps(manifest))
-    result = cluster.kubectl(
-        "apply", "--server-side", "--dry-run=server", "--field-manager=argocd-controller",
-        "-n", namespace, "-f", str(source), "-o", "json",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    dry = json.loads(result.stdout)
-    assert dry["spec"] == live["spec"]
-    assert dry["metadata"].get("labels") == live["metadata"].get("labels")
-    assert dry["metadata"].get("annotations") == live["metadata"].get("annotations")
 
 
 def ready_pods(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
@@ -390,9 +382,9 @@ def test_model_names_that_cannot_name_a_service_are_refused(
         (
             {
                 "source": {"uri": f"hf://{TINY_MODEL}"},
-                "serving": {"autoscaling": {"maxReplicas": 2, "minReplicas": 0}},
+                "serving": {"autoscaling": {"maxReplicas": 2, "coldStart": {"maxQueued": 5}}},
             },
-            "spec.serving.autoscaling.minReplicas",
+            "coldStart has a meaning only with minReplicas: 0",
         ),
         (
             {
@@ -400,6 +392,29 @@ def test_model_names_that_cannot_name_a_service_are_refused(
                 "gateway": {"endpointPicker": {"name": "e", "failureMode": "x"}},
             },
             "spec.gateway.endpointPicker.failureMode",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "adapters": [{"name": "x", "uri": "pvc://loras/x", "revision": "v1"}],
+            },
+            "revision is for hf:// adapters",
+        ),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "adapters": [{"name": "x", "uri": "pvc://loras/../x"}]},
+            "must stay inside its claim",
+        ),
+        (
+            {"source": {"uri": f"hf://{TINY_MODEL}"}, "adapters": [{"name": "x", "uri": "pvc://loras//x"}]},
+            "or pvc://<claim>/<path>",
+        ),
+        (
+            {
+                "source": {"uri": f"hf://{TINY_MODEL}"},
+                "fineTune": {"dataset": {"uri": f"hf://datasets/{TINY_DATASET}"}},
+                "adapters": [{"name": "bad-ft", "uri": f"hf://{TINY_LORAS[0]}"}],
+            },
+            "spec.adapters must not reuse the name of the fine-tuned adapter",
         ),
     ],
 )
@@ -479,6 +494,54 @@ def test_adapters_are_pinned_pulled_and_added_without_a_rollout(
     ]
 
 
+def test_a_pvc_adapter_is_read_from_its_claim_by_the_job_alone(
+    cluster: Cluster, operator: Running, namespace: str
+) -> None:
+    """The adapters Job mounts the claim read-only; the serving pods never do. A claim that is not there
+    stalls the model naming the field (kwok runs no program: the copy itself is test_adapters_program's)."""
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "team-loras"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    cluster.apply(claim, namespace=namespace)
+    hub_lora = {"name": "lora-0", "uri": f"hf://{TINY_LORAS[0]}"}
+    legal = {"name": "legal", "uri": "pvc://team-loras/legal/v3"}
+    cluster.apply(model("claimed", adapters=[hub_lora, legal]), namespace=namespace)
+    wait_condition(cluster, namespace, "claimed", "Ready")
+    listed = get(cluster, namespace, "osm", "claimed")["status"]["adapters"]
+    assert [(a["name"], a["uri"], a["state"], "revision" in a) for a in listed] == [
+        ("lora-0", f"hf://{TINY_LORAS[0]}", "Served", True),
+        ("legal", "pvc://team-loras/legal/v3", "Served", False),
+    ]
+    [job] = get(
+        cluster, namespace, "jobs", "-l", "moorage.dev/model=claimed,app.kubernetes.io/component=adapters"
+    )["items"]
+    pod = job["spec"]["template"]["spec"]
+    [volume] = [
+        v for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == "team-loras"
+    ]
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/claims/team-loras", True)
+    assert "legal=pvc://team-loras/legal/v3" in pod["containers"][0]["args"]
+    serving = get(cluster, namespace, "deploy", "claimed")["spec"]["template"]["spec"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"] for v in serving["volumes"] if "persistentVolumeClaim" in v
+    ]
+    assert "team-loras" not in claims
+
+    missing = {"name": "legal", "uri": "pvc://no-such-claim/legal"}
+    cluster.apply(model("unclaimed", adapters=[hub_lora, missing]), namespace=namespace)
+    stalled = wait_condition(cluster, namespace, "unclaimed", "Stalled", reason="AdapterNotFound")
+    assert stalled["message"].startswith(
+        f"spec.adapters[1].uri: PersistentVolumeClaim 'no-such-claim' not found in namespace '{namespace}'"
+    ), stalled
+    jobs = get(cluster, namespace, "jobs", "-l", "moorage.dev/model=unclaimed")["items"]
+    assert not [j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "adapters"]
+
+
 def test_fine_tune_then_serve_the_adapter(cluster: Cluster, operator: Running, namespace: str) -> None:
     tuned = model("tuned", fineTune={"dataset": {"uri": f"hf://datasets/{TINY_DATASET}"}, "lora": {"r": 8}})
     cluster.apply(tuned, namespace=namespace)
@@ -494,6 +557,18 @@ def test_fine_tune_then_serve_the_adapter(cluster: Cluster, operator: Running, n
     status = get(cluster, namespace, "osm", "tuned")["status"]
     assert args[args.index("--lora-modules") + 1] == f"tuned-ft={status['fineTune']['path']}"
     assert status["fineTune"]["servedModelName"] == "tuned-ft"
+    [listed] = status["adapters"]  # the fine-tuned adapter is one more entry, though spec.adapters is unset
+    assert (listed["name"], listed["fineTune"], listed["digest"]) == (
+        "tuned-ft",
+        True,
+        status["fineTune"]["adapter"],
+    )
+    assert listed["uri"] == f"pvc://{status['weights']['claim']}/adapters/{status['fineTune']['adapter']}"
+    wait_for(
+        lambda: get(cluster, namespace, "osm", "tuned")["status"]["adapters"][0]["state"] == "Served",
+        timeout=TIMEOUT,
+        what="the fine-tuned adapter Served",
+    )
 
 
 def test_restart_resumes_without_duplicates(cluster: Cluster, operator: Running, namespace: str) -> None:
@@ -1222,3 +1297,127 @@ def test_opting_out_of_rollback_leaves_the_broken_revision(
     assert CRASH_LOOP_ARG in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "failedRevision" not in get(cluster, namespace, "osm", "kept")["status"]
     assert len(ready_pods(cluster, namespace, "kept")) == 2, "the old replicas keep serving"
+
+
+def _activator_slice(cluster: Cluster, namespace: str, name: str) -> list[str] | None:
+    found = get(cluster, namespace, "endpointslice", f"{name}-activator")
+    return None if found is None else [a for e in found.get("endpoints") or [] for a in e["addresses"]]
+
+
+def _fake_activator(cluster: Cluster, namespace: str, ips: list[str]) -> None:
+    """The activator's Service as the chart makes it, and its EndpointSlice as Kubernetes keeps it (by hand:
+    no pod needed to test the operator's side)."""
+    labels = {"moorage.dev/activator": "true"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "moorage-activator", "labels": labels},
+        "spec": {"ports": [{"name": "http", "port": 8080}]},
+    }
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "moorage-activator-abcde",
+            "labels": {
+                **labels,
+                "kubernetes.io/service-name": "moorage-activator",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+    cluster.apply(service, endpoints, namespace=namespace)
+
+
+def test_scale_to_zero_points_the_service_at_the_activator_while_no_replica_is_ready(
+    cluster: Cluster, operator: Running, namespace: str, keda_crd: str, tmp_path: Path
+) -> None:
+    """The operator's side of scale to zero on a real API server (kwok pods): the activator slice comes
+    when the scaler takes the model to zero, follows the activator's addresses, and goes when a replica is
+    ready; the operator never reverts the scale and GitOps sees no drift."""
+    system = f"{namespace}-sys"
+    cluster.kubectl("create", "namespace", system, check=True)
+    try:
+        _fake_activator(cluster, system, ["10.244.9.9"])
+        operator.restart(f"--activator=moorage-activator.{system}")
+        scaling = {"minReplicas": 0, "maxReplicas": 2, "coldStart": {"holdTimeoutSeconds": 120}}
+        idle = model("idle", serving={"autoscaling": scaling})
+        cluster.apply(idle, namespace=namespace)
+        wait_condition(cluster, namespace, "idle", "Ready")
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") is None, timeout=TIMEOUT, what="no slice"
+        )
+        scaled = wait_for(
+            lambda: get(cluster, namespace, "scaledobject", "idle"), timeout=TIMEOUT, what="KEDA"
+        )
+        assert scaled["spec"]["minReplicaCount"] == 0
+        assert scaled["spec"]["triggers"][-1]["metadata"]["url"] == (
+            f"http://moorage-activator.{system}.svc.cluster.local:9090/held/{namespace}/idle"
+        )
+
+        # KEDA takes the idle model to zero: its Service also routes to the activator.
+        cluster.kubectl("scale", "deploy/idle", "--replicas=0", "-n", namespace, check=True)
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") == ["10.244.9.9"],
+            timeout=TIMEOUT,
+            what="the activator slice",
+        )
+        found = get(cluster, namespace, "endpointslice", "idle-activator")
+        assert found["metadata"]["labels"]["kubernetes.io/service-name"] == "idle"
+        assert found["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
+        ready = wait_condition(cluster, namespace, "idle", "Ready", reason="ScaledToZero")
+        assert "held" in ready["message"]
+
+        # The activator moved: the slice follows (the operator watches the activator's slices).
+        _fake_activator(cluster, system, ["10.244.9.10"])
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") == ["10.244.9.10"],
+            timeout=TIMEOUT,
+            what="the slice following the activator",
+        )
+
+        # The activator's own reads and its wake (the scale subresource), against the API server.
+        cold = asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle")))
+        assert cold["hold"] == Hold(120, 100) and cold["endpoints"] == []
+        assert cold["by_ip"] == ModelKey(namespace, "idle") and cold["woke"] == (True, False)
+        wait_for(
+            lambda: asyncio.run(_activator_sees(cluster, ModelKey(namespace, "idle"), wake=False))[
+                "endpoints"
+            ],
+            timeout=TIMEOUT,
+            what="a ready replica in the model's EndpointSlice, as the activator reads it",
+        )
+        # Once a replica is ready, the activator steps out of the path.
+        wait_for(
+            lambda: _activator_slice(cluster, namespace, "idle") is None,
+            timeout=TIMEOUT,
+            what="the activator slice deleted",
+        )
+        assert get(cluster, namespace, "deployment", "idle")["spec"]["replicas"] == 1
+        events = get(cluster, namespace, "events", "--field-selector", "involvedObject.name=idle")["items"]
+        assert "DriftReverted" not in {e["reason"] for e in events}
+        assert_no_gitops_drift(cluster, namespace, idle, tmp_path)
+    finally:
+        operator.restart()
+        cluster.kubectl("delete", "namespace", system, "--wait=false")
+
+
+async def _activator_sees(cluster: Cluster, key: ModelKey, *, wake: bool = True) -> dict[str, Any]:
+    """What `moorage activator` reads of a model, and its wake twice (the second finds replicas)."""
+    client = AsyncClient(config=KubeConfig.from_file(str(cluster.kubeconfig)))
+    try:
+        kube = KubeCluster(client, [key.namespace])
+        ip = (await client.get(Service, key.name, namespace=key.namespace)).spec.clusterIP
+        seen: dict[str, Any] = {
+            "hold": await kube.hold_settings(key),
+            "endpoints": await kube.ready_endpoints(key),
+            "by_ip": await kube.find(ip),
+        }
+        if wake:
+            seen["woke"] = (await kube.wake(key), await kube.wake(key))
+        return seen
+    finally:
+        await client.close()

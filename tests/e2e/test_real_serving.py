@@ -9,6 +9,7 @@ it). The tests run in order, each on what the one before left: one model's life.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -25,9 +26,11 @@ from typing import Any
 
 import pytest
 
-from moorage.devcluster import Cluster, wait_for
+from moorage.api.layout import ADAPTER_FILES
+from moorage.devcluster import Cluster, tinymodel, wait_for
 from moorage.devcluster.fakehub import (
     DEMO_TOKEN,
+    SERVABLE_SHAPE,
     TINY_DATASET,
     TINY_GATED,
     TINY_LORAS,
@@ -46,6 +49,12 @@ ADAPTER = "tiny-support"
 HUB_ADAPTERS = dict(zip(("tiny-hub-a", "tiny-hub-b"), TINY_LORAS, strict=True))
 FIRST_HUB_ADAPTER = "tiny-hub-a"
 """LoRA adapters on the local hub, by the name each is served under (spec.adapters)."""
+CLAIM_ADAPTER = "tiny-claim"
+LORA_CLAIM, LORA_DIR = "team-loras", "tiny/v1"
+"""An adapter on a PersistentVolumeClaim of the user's (spec.adapters: pvc://<claim>/<dir>)."""
+ADAPTER_URIS = {name: f"hf://{repo}" for name, repo in HUB_ADAPTERS.items()} | {
+    CLAIM_ADAPTER: f"pvc://{LORA_CLAIM}/{LORA_DIR}"
+}
 CHAT_SCRIPT = """
 import json, sys, urllib.request as u
 body = {"model": sys.argv[2], "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
@@ -105,7 +114,7 @@ def model_manifest(hub: FakeHub, adapters: tuple[str, ...], **serving: Any) -> O
                 "training": {"maxSteps": 4, "batchSize": 2, "maxSeqLength": 64},
                 "resources": {"gpus": 0, "cpu": "1", "memory": "3Gi"},
             },
-            "adapters": [{"name": name, "uri": f"hf://{HUB_ADAPTERS[name]}"} for name in adapters],
+            "adapters": [{"name": name, "uri": ADAPTER_URIS[name]} for name in adapters],
         },
     }
 
@@ -253,29 +262,87 @@ def test_metrics_of_the_operator_and_of_vllm(product: Product) -> None:
     assert any(labels.get("model_name") == MODEL for labels, _ in vllm["vllm:num_requests_waiting"])
 
 
+def _put_lora_on_a_claim(product: Product) -> None:
+    """The user's side: a claim with a PEFT LoRA directory on it, written by a Job of their own."""
+    files = tinymodel.lora_files(SERVABLE_SHAPE, TINY_SERVABLE, seed=3)
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tiny-lora-files"},
+        "binaryData": {name: base64.b64encode(files[name]).decode() for name in ADAPTER_FILES},
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": LORA_CLAIM},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    }
+    writer = {
+        "name": "put",
+        "image": product.images["operator"],
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", f"mkdir -p /claim/{LORA_DIR} && cp /files/* /claim/{LORA_DIR}/"],
+        "volumeMounts": [{"name": "claim", "mountPath": "/claim"}, {"name": "files", "mountPath": "/files"}],
+    }
+    volumes = [
+        {"name": "claim", "persistentVolumeClaim": {"claimName": LORA_CLAIM}},
+        {"name": "files", "configMap": {"name": "tiny-lora-files"}},
+    ]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "put-lora"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [writer], "volumes": volumes}},
+        },
+    }
+    product.cluster.apply(configmap, claim, job, namespace=NAMESPACE)
+    wait_for(
+        lambda: (product.get("job", "put-lora").get("status") or {}).get("succeeded") == 1,
+        timeout=180,
+        interval=1,
+        what="the LoRA files written onto the claim",
+    )
+
+
 def test_adapters_come_and_go_without_a_restart(product: Product) -> None:
-    """spec.adapters: one pulled from the hub answers beside the trained one; a second is added and answers,
-    the first removed stops answering, and no serving pod restarted or was replaced."""
+    """spec.adapters: one pulled from the hub answers beside the trained one; a second from the hub and a
+    third from a claim are added and answer, the first removed stops answering, and no serving pod
+    restarted or was replaced."""
     first, second = HUB_ADAPTERS
     base = _service_address(product)
     before = _pod_lives(product)
     assert product.adapter_state(first) == "Served"
     assert _chat(base, first)["model"] == first
+    _put_lora_on_a_claim(product)
 
     started = time.monotonic()
-    product.apply_model(adapters=(first, second))
-    wait_for(
-        lambda: product.adapter_state(second) == "Served", timeout=300, interval=1, what=f"{second} served"
-    )
+    product.apply_model(adapters=(first, second, CLAIM_ADAPTER))
+    for added in (second, CLAIM_ADAPTER):
+        wait_for(
+            lambda added=added: product.adapter_state(added) == "Served",  # type: ignore[misc]
+            timeout=300,
+            interval=1,
+            what=f"{added} served",
+        )
     assert _chat(base, second)["model"] == second
+    assert _chat(base, CLAIM_ADAPTER)["model"] == CLAIM_ADAPTER
     product.timings["adapter_added_to_first_answer_s"] = round(time.monotonic() - started, 1)
+    listed = {a["name"]: a for a in product.get("osm", MODEL)["status"]["adapters"]}
+    assert re.fullmatch("[0-9a-f]{64}", listed[CLAIM_ADAPTER]["digest"]), listed
+    assert "revision" not in listed[CLAIM_ADAPTER]
+    assert (listed[ADAPTER]["fineTune"], listed[ADAPTER]["state"]) == (True, "Served")
+    serving = _serving_pods(product)[0]["spec"]["volumes"]
+    assert LORA_CLAIM not in {v.get("persistentVolumeClaim", {}).get("claimName") for v in serving}
 
-    product.apply_model(adapters=(second,))
+    product.apply_model(adapters=(second, CLAIM_ADAPTER))
     wait_for(lambda: product.adapter_state(first) is None, timeout=300, interval=1, what=f"{first} unloaded")
     with pytest.raises(urllib.error.HTTPError) as refused:
         _chat(base, first)
     assert refused.value.code == 404, refused.value.read()
     assert _chat(base, second)["model"] == second
+    assert _chat(base, CLAIM_ADAPTER)["model"] == CLAIM_ADAPTER
     assert _chat(base, ADAPTER)["model"] == ADAPTER
     assert _pod_lives(product) == before, "an adapter change restarted or replaced a serving pod"
 

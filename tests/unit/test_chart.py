@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from moorage.activator import parse_args as parse_activator_args
 from moorage.api.crd import crd
 from moorage.cli import dump, parser
 from moorage.hub.sizing import GPU_PROFILES
@@ -40,6 +41,7 @@ WORKLOAD_RULES = {
     ("policy", "poddisruptionbudgets"): [*READ, "create", "patch", "delete"],
     ("inference.networking.k8s.io", "inferencepools"): [*READ, "create", "patch", "delete"],
     ("gateway.networking.k8s.io", "httproutes"): [*READ, "create", "patch", "delete"],
+    ("discovery.k8s.io", "endpointslices"): [*READ, "create", "patch", "delete"],
     ("keda.sh", "scaledobjects"): [*READ, "create", "patch", "delete"],
     ("", "pods"): READ,
     ("", "pods/log"): ["get"],
@@ -207,6 +209,7 @@ def test_lint_strict(helm: str, tmp_path: Path) -> None:
         None,
         {"watchNamespaces": ["team-a", "team-b"], "operator": {"hfEndpoint": "https://hf.example"}},
         {"metrics": {m: {"enabled": True} for m in ("serviceMonitor", "podMonitor", "dashboard")}},
+        {"activator": {"enabled": True}, "watchNamespaces": ["team-a"]},
     ):
         result = run_helm(helm, "lint", "--strict", str(CHART), values=values, tmp=tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -502,3 +505,79 @@ def test_dashboard_config_map_holds_the_dashboard(helm: str, tmp_path: Path) -> 
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads(config_map["data"]["moorage-model.json"])
     assert shipped == json.loads((CHART / "dashboards" / "moorage-model.json").read_text())
+
+
+# ---- the activator (activator.enabled)
+
+ACTIVATOR_RULES = {
+    ("apps", "deployments"): ["get"],
+    ("apps", "deployments/scale"): ["get", "patch"],
+    ("discovery.k8s.io", "endpointslices"): ["list"],
+    ("", "services"): ["list"],
+}
+
+
+def _activator_objects(objects: list[Obj]) -> dict[str, Obj]:
+    return {o["kind"]: o for o in objects if o["metadata"]["name"] == "moorage-activator"}
+
+
+def test_activator_is_off_by_default(helm: str, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path)
+    assert not _activator_objects(objects)
+    assert not [a for a in container(objects)["args"] if a.startswith("--activator")]
+
+
+def test_activator_objects_rbac_and_pod(helm: str, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, {"activator": {"enabled": True}})
+    mine = _activator_objects(objects)
+    assert sorted(mine) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert rules_of(mine["ClusterRole"]) == ACTIVATOR_RULES
+    _no_wildcards_or_escalation(mine["ClusterRole"])
+    assert mine["ClusterRoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "moorage-activator", "namespace": NAMESPACE}
+    ]
+    service = mine["Service"]
+    assert service["metadata"]["labels"]["moorage.dev/activator"] == "true", "what the operator watches"
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "metrics": 9090}
+    deployment = mine["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "moorage-activator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [activator] = pod["containers"]
+    assert activator["args"] == ["activator", "--port=8080", "--metrics-port=9090"]
+    assert parse_activator_args(activator["args"][1:]).port == 8080, "the activator's own parser takes them"
+    assert activator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # Neither selects the other's pods.
+    operator = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "moorage")
+    operator_selector = operator["spec"]["selector"]["matchLabels"].items()
+    assert not operator_selector <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--activator=moorage-activator.moorage-system" in args
+    run = parser().parse_args(args)
+    assert run.activator == "moorage-activator.moorage-system"
+
+
+def test_activator_namespaced(helm: str, tmp_path: Path) -> None:
+    values = {"activator": {"enabled": True}, "watchNamespaces": ["team-a", "team-b"]}
+    objects = render(helm, tmp_path, values)
+    roles = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "moorage-activator"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(rules_of(r) == ACTIVATOR_RULES for r in roles)
+    reader = next(
+        o for o in objects if o["metadata"]["name"] == "moorage-activator-endpoints" and o["kind"] == "Role"
+    )
+    assert reader["metadata"]["namespace"] == NAMESPACE
+    assert rules_of(reader) == {("discovery.k8s.io", "endpointslices"): READ}
+    activator = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "moorage-activator"
+    )
+    args = activator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--namespace=team-a", "--namespace=team-b"]
+    assert not [
+        o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "moorage-activator"
+    ]

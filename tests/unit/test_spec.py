@@ -59,8 +59,27 @@ def test_tensor_parallel_follows_gpus() -> None:
             "spec.serving.autoscaling.minReplicas: minReplicas must not exceed maxReplicas",
         ),
         (
-            {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {"maxReplicas": 4, "minReplicas": 0}}},
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {"autoscaling": {"maxReplicas": 4, "minReplicas": -1}},
+            },
             "spec.serving.autoscaling.minReplicas:",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {"autoscaling": {"maxReplicas": 4, "coldStart": {"maxQueued": 5}}},
+            },
+            "spec.serving.autoscaling.coldStart: coldStart has a meaning only with minReplicas: 0",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "serving": {
+                    "autoscaling": {"maxReplicas": 4, "minReplicas": 0, "coldStart": {"maxQueued": 0}}
+                },
+            },
+            "spec.serving.autoscaling.coldStart.maxQueued:",
         ),
         (
             {"source": {"uri": "hf://a/b"}, "serving": {"autoscaling": {}}},
@@ -83,7 +102,65 @@ def test_tensor_parallel_follows_gpus() -> None:
             "spec.serving.autoscaling.target.kvCacheUsage:",
         ),
         ({"source": {"uri": "hf://a/b"}, "serving": {"vllm": {"dtype": "fp64"}}}, "spec.serving.vllm.dtype:"),
+        (
+            {"source": {"uri": "hf://a/b"}, "adapters": [{"name": "x", "uri": "pvc://loras//abs/x"}]},
+            "spec.adapters[0].uri: must be hf://<org>/<name> (an adapter repository on the hub) or pvc://",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "adapters": [{"name": "x", "uri": "pvc://Loras/x"}]},
+            "spec.adapters[0].uri: must be hf://<org>/<name>",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "adapters": [{"name": "x", "uri": "pvc://loras/"}]},
+            "spec.adapters[0].uri: must be hf://<org>/<name>",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "adapters": [{"name": "x", "uri": "pvc://loras/a/../../etc"}]},
+            "spec.adapters[0].uri: the path of a pvc:// uri must stay inside its claim: no .. segment",
+        ),
+        (
+            {"source": {"uri": "hf://a/b"}, "adapters": [{"name": "x", "uri": "pvc://loras/.."}]},
+            "no .. segment",
+        ),
+        (
+            {
+                "source": {"uri": "hf://a/b"},
+                "adapters": [{"name": "x", "uri": "pvc://loras/x", "revision": "main"}],
+            },
+            "spec.adapters[0].revision: revision is for hf:// adapters",
+        ),
     ],
 )
 def test_errors_name_the_field(spec: dict[str, object], message: str) -> None:
     assert message in _error(spec)
+
+
+def test_pvc_adapters_take_relative_paths_and_no_revision() -> None:
+    spec = OpenSourceModelSpec.from_manifest(
+        {
+            "source": {"uri": "hf://a/b"},
+            "adapters": [
+                {"name": "x", "uri": "pvc://loras/support/v3"},
+                {"name": "y", "uri": "pvc://loras/..v3/./a..b"},
+                {"name": "z", "uri": "hf://org/z", "revision": "v2"},
+            ],
+        }
+    )
+    assert [a.claim for a in spec.adapters or ()] == ["loras", "loras", None]
+
+
+@pytest.mark.parametrize(("tune", "taken"), [({}, "tiny-ft"), ({"adapterName": "bot"}, "bot")])
+def test_an_adapter_may_not_take_the_fine_tuned_adapters_name(tune: dict[str, str], taken: str) -> None:
+    spec = {
+        "source": {"uri": "hf://a/b"},
+        "fineTune": {"dataset": {"uri": "pvc://data/train.jsonl"}, **tune},
+        "adapters": [{"name": "other", "uri": "hf://org/x"}, {"name": taken, "uri": "hf://org/y"}],
+    }
+    with pytest.raises(ValidationError) as caught:
+        OpenSourceModelSpec.from_manifest(spec, "tiny")
+    assert describe(caught.value, "spec") == (
+        "spec.adapters: must not reuse the name of the fine-tuned adapter (spec.fineTune.adapterName, "
+        "default <model name>-ft)"
+    )
+    spec["adapters"] = [{"name": "tiny-ft" if taken == "bot" else "bot", "uri": "hf://org/y"}]
+    assert OpenSourceModelSpec.from_manifest(spec, "tiny").adapters

@@ -30,6 +30,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/* The activator's pods: labels of their own, so the operator's selector never picks them. */}}
+{{- define "moorage.activatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-activator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "moorage.activatorLabels" -}}
+{{ include "moorage.activatorSelectorLabels" . }}
+app.kubernetes.io/component: activator
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
 {{/* repository:tag, or repository@digest when the tag is a digest; a tag typed as a number stays text. */}}
 {{- define "moorage.tag" -}}
 {{- $tag := toString (default .Chart.AppVersion .Values.image.tag) -}}
@@ -90,6 +104,11 @@ kopf lists and watches every kind it has a handler for. Nothing more: no wildcar
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# autoscaling.minReplicas 0: the EndpointSlice that points a model's Service at the activator while no
+# replica is ready (deleted once one is); the activator's own slices are read to learn its addresses.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # KEDA's ScaledObject of a model with spec.serving.autoscaling (deleted when autoscaling is turned off).
 - apiGroups: ["keda.sh"]

@@ -3,7 +3,7 @@
 from typing import Any
 
 from moorage.api.model import GROUP, KIND, NAME_RULE, PLURAL, SHORT_NAMES, SINGULAR, VERSION
-from moorage.api.spec import OpenSourceModelSpec, Serving
+from moorage.api.spec import ADAPTER_NAMES_RULE, OpenSourceModelSpec, Serving
 from moorage.api.status import OpenSourceModelStatus
 
 Schema = dict[str, Any]
@@ -142,7 +142,7 @@ def crd() -> Schema:
                             "type": "object",
                             "description": OpenSourceModelSpec.__doc__,
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE, ADAPTER_NAMES_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -109,3 +109,6 @@ class FineTune(ApiModel):
     """The model name clients ask for to get the adapter. Default: <model name>-ft."""
     image: str | None = None
     """Image of the fine-tune Job. Default: the operator's --finetune-image."""
+
+    def served_name(self, model_name: str) -> str:
+        return self.adapter_name or f"{model_name}-ft"

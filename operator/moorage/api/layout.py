@@ -8,6 +8,8 @@ from moorage.api.resolved import RepoType
 
 WEIGHTS_MOUNT = PurePosixPath("/weights")
 """Where every pod mounts the weights volume."""
+CLAIMS_MOUNT = PurePosixPath("/claims")
+"""Where the adapters Job mounts the user's claims of pvc:// adapters, read-only: CLAIMS_MOUNT/<claim>."""
 
 MODELS_DIR = "models"
 DATASETS_DIR = "datasets"
@@ -29,6 +31,12 @@ def snapshot_dir(root: PurePosixPath, repo_id: str, repo_type: RepoType, sha: st
 
 def adapter_dir(root: PurePosixPath, adapter_id: str) -> PurePosixPath:
     return root / ADAPTERS_DIR / adapter_id
+
+
+def adapter_content_dir(root: PurePosixPath, digest: str) -> PurePosixPath:
+    """root/adapters/sha256-<digest>: a pvc:// adapter copied onto the volume, addressed by its files' content
+    (the same bytes from any claim, of any model, are one directory)."""
+    return root / ADAPTERS_DIR / f"sha256-{digest}"
 
 
 def served_adapters_dir(root: PurePosixPath, model_uid: str) -> PurePosixPath:

@@ -101,7 +101,14 @@ class Counts:
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
-    """One entry of spec.adapters, pinned."""
+    """One entry of spec.adapters, pinned where it can be."""
 
     name: str
-    source: ResolvedSource
+    uri: str
+    source: ResolvedSource | None = None
+    """An hf:// adapter pinned to a commit; None for a pvc:// one, whose address is the content of its files,
+    known once the adapters Job has read them."""
+
+    def pin(self) -> str:
+        """NAME=URI@SHA for a hub adapter, NAME=URI for one on a claim: an argument of `moorage adapters`."""
+        return f"{self.name}={self.uri}@{self.source.sha}" if self.source else f"{self.name}={self.uri}"

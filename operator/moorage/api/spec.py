@@ -5,9 +5,10 @@ what Git holds and what the cluster holds stay the same object and GitOps sees n
 """
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from moorage.api.base import ApiModel, Rule
 from moorage.api.finetune import IN_CLUSTER, FineTune
@@ -17,6 +18,11 @@ from moorage.api.scheduling import Scheduling
 
 MODEL_URI_PATTERN = r"^[a-z][a-z0-9+.-]*://.+$"
 HF_MODEL_URI_PATTERN = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^/].*$"
+"""pvc://<claim>/<path>: a claim's name, then a path relative to the claim's root."""
+ADAPTER_URI_PATTERN = f"^({HF_MODEL_URI_PATTERN[1:-1]}|{PVC_URI_PATTERN[1:-1]})$"
+PARENT_SEGMENT = r"/[.][.](/|$)"
+"""A `..` segment, which would leave the claim (no backslashes: the same text is a CEL string)."""
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 REVISION_PATTERN = r"^\S+$"
 """A branch, tag or sha has no whitespace: a stray space would resolve to nothing, or to another ref."""
@@ -34,15 +40,20 @@ class SecretKeyRef(ApiModel):
     """The key in the Secret's data that holds the token."""
 
 
-def _hf_uri_rule(message: str) -> Rule:
-    """`uri` is a repository on the hub (the schema's pattern takes any scheme, for a message that says
-    which ones this version knows)."""
+def _uri_rule(pattern: str, message: str) -> Rule:
+    """`uri` has a scheme this version knows, in its shape (the schema's pattern takes any scheme, for a
+    message that says which ones)."""
     return Rule(
-        cel=f"self.uri.matches('{HF_MODEL_URI_PATTERN}')",
+        cel=f"self.uri.matches('{pattern}')",
         message=message,
-        check=lambda s: re.match(HF_MODEL_URI_PATTERN, s.uri) is not None,
+        check=lambda s: re.match(pattern, s.uri) is not None,
         field="uri",
     )
+
+
+def _hf_uri_rule(message: str) -> Rule:
+    """`uri` is a repository on the hub."""
+    return _uri_rule(HF_MODEL_URI_PATTERN, message)
 
 
 class Source(ApiModel):
@@ -205,6 +216,28 @@ class AutoscalingTarget(ApiModel):
 DEFAULT_WAITING_REQUESTS = 2
 
 
+class ColdStart(ApiModel):
+    """How the activator holds requests for a model at zero replicas while one starts (minReplicas: 0)."""
+
+    hold_timeout_seconds: Annotated[int | None, Field(ge=1, le=3600)] = None
+    """How long a request waits for a replica before it is answered 503 with Retry-After. Default 600: a
+    vLLM replica loads its weights in a minute or more (see docs/autoscaling.md for measured numbers)."""
+    max_queued: Annotated[int | None, Field(ge=1, le=10000)] = None
+    """How many requests are held at once for this model; one more is answered 503 at once. Default 100."""
+
+    def hold_timeout(self) -> int:
+        return (
+            DEFAULT_HOLD_TIMEOUT_SECONDS if self.hold_timeout_seconds is None else self.hold_timeout_seconds
+        )
+
+    def queue_bound(self) -> int:
+        return DEFAULT_MAX_QUEUED if self.max_queued is None else self.max_queued
+
+
+DEFAULT_HOLD_TIMEOUT_SECONDS = 600
+DEFAULT_MAX_QUEUED = 100
+
+
 class Autoscaling(ApiModel):
     """Replicas follow vLLM's load through a KEDA ScaledObject (KEDA and a Prometheus that scrapes the vLLM
     pods must be installed). While it is on, the autoscaler owns the Deployment's replicas and
@@ -217,11 +250,17 @@ class Autoscaling(ApiModel):
             check=lambda a: a.min_count() <= a.max_replicas,
             field="minReplicas",
         ),
+        Rule(
+            cel="!has(self.coldStart) || (has(self.minReplicas) && self.minReplicas == 0)",
+            message="coldStart has a meaning only with minReplicas: 0 (scale to zero)",
+            check=lambda a: a.cold_start is None or a.min_count() == 0,
+            field="coldStart",
+        ),
     )
 
-    min_replicas: Annotated[int | None, Field(ge=1, le=1000)] = None
-    """Default 1. Not 0: a model at zero replicas has no vLLM to report a queue, and nothing would hold the
-    first request while a replica starts."""
+    min_replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Default 1. 0: an idle model scales to zero, and moorage's activator holds the requests that come
+    then while a replica starts (see coldStart and docs/autoscaling.md)."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)]
     target: AutoscalingTarget = AutoscalingTarget()
     scale_up_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
@@ -229,7 +268,17 @@ class Autoscaling(ApiModel):
     window). Default 0: at once."""
     scale_down_window_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None
     """How long the load must stay low before replicas are removed. Default 300: a replica takes minutes to
-    load its weights, so it is not given up for a short lull."""
+    load its weights, so it is not given up for a short lull. With minReplicas: 0 also how long a model
+    must be idle before it goes to zero (KEDA's cooldownPeriod)."""
+    cold_start: ColdStart | None = None
+    """Only with minReplicas: 0: how requests are held while the model comes back from zero."""
+
+    @property
+    def to_zero(self) -> bool:
+        return self.min_count() == 0
+
+    def holding(self) -> "ColdStart":
+        return self.cold_start or ColdStart()
 
     def min_count(self) -> int:
         return 1 if self.min_replicas is None else self.min_replicas
@@ -313,18 +362,53 @@ class Cache(ApiModel):
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+_ON_CLAIM = "self.uri.startsWith('pvc://')"
+
+
 class AdapterSource(ApiModel):
     """A LoRA adapter served beside the base weights, under a model name of its own."""
 
-    rules = (_hf_uri_rule("must be hf://<org>/<name>, an adapter repository on the hub"),)
+    rules = (
+        _uri_rule(
+            ADAPTER_URI_PATTERN,
+            "must be hf://<org>/<name> (an adapter repository on the hub) or pvc://<claim>/<path> (a "
+            "directory on a PersistentVolumeClaim in the model's namespace, the path relative to its root)",
+        ),
+        Rule(
+            cel=f"!{_ON_CLAIM} || !self.uri.matches('{PARENT_SEGMENT}')",
+            message="the path of a pvc:// uri must stay inside its claim: no .. segment",
+            check=lambda a: a.claim is None or re.search(PARENT_SEGMENT, a.uri) is None,
+            field="uri",
+        ),
+        Rule(
+            cel=f"!{_ON_CLAIM} || !has(self.revision)",
+            message="revision is for hf:// adapters: a pvc:// adapter is addressed by the content of its "
+            "files (status.adapters[].digest); leave revision out",
+            check=lambda a: a.claim is None or "revision" not in a.model_fields_set,
+            field="revision",
+        ),
+    )
 
     name: Annotated[str, Field(pattern=ADAPTER_NAME, max_length=63)]
     """The model name clients ask for (`model` in the OpenAI API)."""
     uri: Annotated[str, Field(max_length=512, pattern=MODEL_URI_PATTERN)]
     """hf://<org>/<name>: a PEFT LoRA repository (adapter_config.json, adapter_model.safetensors), pulled
-    into the model's weights volume like the base (verified, resumable, shared by every model using it)."""
+    into the model's weights volume like the base (verified, resumable, shared by every model using it).
+    pvc://<claim>/<path>: a directory holding those two files on a PersistentVolumeClaim in the model's
+    namespace, copied onto the weights volume under the digest of its files."""
     revision: Annotated[str, Field(min_length=1, max_length=255, pattern=REVISION_PATTERN)] = "main"
-    """Branch, tag or commit sha, pinned to a commit like the base's."""
+    """Branch, tag or commit sha of an hf:// adapter, pinned to a commit like the base's."""
+
+    @property
+    def claim(self) -> str | None:
+        """The PersistentVolumeClaim of a pvc://<claim>/<path> adapter; None for one on the hub."""
+        return claim_path(self.uri)[0] if self.uri.startswith("pvc://") else None
+
+
+def claim_path(uri: str) -> tuple[str, str]:
+    """pvc://<claim>/<path> → (claim, path)."""
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return claim, path
 
 
 _UNIQUE_ADAPTERS = Rule(
@@ -333,6 +417,22 @@ _UNIQUE_ADAPTERS = Rule(
     check=lambda s: len({a.name for a in s.adapters or ()}) == len(s.adapters or ()),
     field="adapters",
 )
+
+
+MODEL_NAME = "model-name"
+"""Validation context key: the model's metadata.name, which the fine-tuned adapter's default name uses."""
+ADAPTER_NAMES_MESSAGE = (
+    "must not reuse the name of the fine-tuned adapter (spec.fineTune.adapterName, default <model name>-ft)"
+)
+ADAPTER_NAMES_RULE = {
+    # On the object's root: only there may CEL read metadata.name.
+    # The name is made once, then looked up: made per entry, it would cost more than the API server allows
+    # (metadata.name has no bound in the schema).
+    "rule": "!has(self.spec.fineTune) || !has(self.spec.adapters) || !((has(self.spec.fineTune.adapterName)"
+    " ? self.spec.fineTune.adapterName : self.metadata.name + '-ft') in self.spec.adapters.map(a, a.name))",
+    "message": f"spec.adapters {ADAPTER_NAMES_MESSAGE}",
+    "fieldPath": ".spec.adapters",
+}
 
 
 class OpenSourceModelSpec(ApiModel):
@@ -353,9 +453,23 @@ class OpenSourceModelSpec(ApiModel):
     """Plug the model into an inference gateway: an InferencePool (and optionally an HTTPRoute) where the
     Gateway API Inference Extension is installed. See docs/gateway.md."""
 
+    @model_validator(mode="after")
+    def _adapter_names_free(self, info: ValidationInfo) -> Self:
+        """ADAPTER_NAMES_RULE, which needs the model's name (given in the context, as the cluster has it)."""
+        model_name = (info.context or {}).get(MODEL_NAME)
+        if model_name and self.fine_tune and self.adapters:
+            taken = self.fine_tune.served_name(model_name)
+            if any(a.name == taken for a in self.adapters):
+                raise PydanticCustomError(
+                    "rule", "{message}", {"message": ADAPTER_NAMES_MESSAGE, "field": "adapters"}
+                )
+        return self
+
     @classmethod
-    def from_manifest(cls, raw: Any) -> "OpenSourceModelSpec":
+    def from_manifest(cls, raw: Any, model_name: str | None = None) -> "OpenSourceModelSpec":
         """A spec as the API server takes it, so `moorage render` refuses what `kubectl apply` refuses:
         camelCase keys only, no coercion ("yes" is not a boolean, 1 not a string), and the cluster's
-        rules (a dataset is hf:// or pvc://; the fine-tune program alone also takes a path)."""
-        return cls.model_validate(raw, strict=True, by_alias=True, by_name=False, context={IN_CLUSTER: True})
+        rules (a dataset is hf:// or pvc://; the fine-tune program alone also takes a path; with the
+        model's name, the rules of the object's root)."""
+        context = {IN_CLUSTER: True, MODEL_NAME: model_name}
+        return cls.model_validate(raw, strict=True, by_alias=True, by_name=False, context=context)

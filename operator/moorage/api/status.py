@@ -101,16 +101,25 @@ class FineTuneStatus(ApiModel):
 
 
 class AdapterStatus(ApiModel):
-    """One adapter of spec.adapters (or one just removed from it)."""
+    """One adapter of spec.adapters (or one just removed from it), or the adapter spec.fineTune trained."""
 
     name: str
     """The model name it answers to."""
     uri: str
+    """As spec.adapters has it; for the fine-tuned adapter, where it lies on the weights volume
+    (pvc://<weights claim>/adapters/<id>)."""
     revision: str | None = None
-    """The commit it was pinned to."""
-    state: Literal["Pulling", "Served", "Removing", "Failed"]
-    """Served: on the volume, and loaded by each replica on its first request for it. Removing: taken out
-    of spec.adapters, being unloaded from the replicas that loaded it."""
+    """The commit an hf:// adapter was pinned to."""
+    digest: str | None = None
+    """In place of a commit, the content's address: for a pvc:// adapter the sha256 over its files (the same
+    bytes, the same digest; changed bytes, a new one), for the fine-tuned adapter its id (status.fineTune
+    .adapter)."""
+    fine_tune: bool | None = None
+    """true for the adapter spec.fineTune trained: served with the base from the pods' command line."""
+    state: Literal["Pulling", "Training", "Deploying", "Served", "Removing", "Failed"]
+    """Served: on the volume, and loaded by each replica on its first request for it (the fine-tuned one: at
+    start). Removing: taken out of spec.adapters, being unloaded from the replicas that loaded it.
+    Training and Deploying: the fine-tuned adapter is being trained, or the pods rolled out to serve it."""
     message: str | None = None
 
 

@@ -43,6 +43,12 @@ class AdapterIncompatibleError(HubError):
     reason = "AdapterIncompatible"
 
 
+class AdapterNotFoundError(HubError):
+    """A pvc:// adapter whose directory (or one of its files) is not on its claim."""
+
+    reason = "AdapterNotFound"
+
+
 class NoMatchingFilesError(HubError):
     """The include patterns select nothing, or a model repository has no weights at all."""
 

@@ -7,6 +7,7 @@ Deployment at serving.replicas within minReplicas and maxReplicas, and the Autos
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from moorage.api.model import OpenSourceModel
 from moorage.plan.config import PlanConfig
@@ -38,6 +39,63 @@ def query(model: OpenSourceModel, metric: str) -> str:
     return f"sum({metric}{{{selector}}})"
 
 
+ACTIVITY_TRIGGER = "in-use"
+HELD_TRIGGER = "held"
+OUT_OF_REACH = "1000000"
+"""The per-replica target of the two triggers of a model that scales to zero: never reached, so they never
+add replicas (the load trigger does); they only say whether the model is in use (their activation)."""
+
+
+def activity_query(model: OpenSourceModel) -> str:
+    """Is the model in use? Requests vLLM runs or queues, and requests finished in the last two minutes.
+    Each term is 0 where its series is absent (no pod)."""
+    vllm = f'namespace="{model.metadata.namespace}",model_name="{served_model_name(model)}"'
+    terms = [
+        f"sum(vllm:num_requests_running{{{vllm}}})",
+        f"sum(vllm:num_requests_waiting{{{vllm}}})",
+        f"sum(rate(vllm:request_success_total{{{vllm}}}[2m]))",
+    ]
+    return " + ".join(f"({term} or vector(0))" for term in terms)
+
+
+def _to_zero_triggers(model: OpenSourceModel, config: PlanConfig) -> list[dict[str, Any]]:
+    """With minReplicas 0, KEDA itself scales between 0 and 1, on whether any trigger is active. The load
+    trigger alone (requests waiting) is inactive for a model that serves without a queue: `in-use` keeps
+    such a model up, and lets it go to zero only after cooldownPeriod without a request. `held` asks the
+    activator directly (KEDA's metrics-api trigger, no scrape in between) how many requests it holds for
+    the model: the model it woke stays up, and KEDA wakes it too at its next poll."""
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "prometheus",
+            "name": ACTIVITY_TRIGGER,
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": config.prometheus_address,
+                "query": activity_query(model),
+                "threshold": OUT_OF_REACH,
+                "activationThreshold": "0",
+            },
+        }
+    ]
+    url = config.held_url(model.metadata.namespace, model.metadata.name)
+    if url is not None:
+        triggers.append(
+            {
+                "type": "metrics-api",
+                "name": HELD_TRIGGER,
+                "metricType": "AverageValue",
+                "metadata": {
+                    "url": url,
+                    "format": "json",
+                    "valueLocation": "held",
+                    "targetValue": OUT_OF_REACH,
+                    "activationTargetValue": "0",
+                },
+            }
+        )
+    return triggers
+
+
 def _threshold(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -47,7 +105,7 @@ def scaled_object(model: OpenSourceModel, config: PlanConfig) -> Manifest:
     assert scaling is not None
     metric, per_replica = scaling.target.metric()
     trigger_name = metric.removeprefix("vllm:").replace("_", "-")
-    body = {
+    body: dict[str, Any] = {
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": model.metadata.name},
             "minReplicaCount": scaling.min_count(),
@@ -75,6 +133,9 @@ def scaled_object(model: OpenSourceModel, config: PlanConfig) -> Manifest:
             ],
         }
     }
+    if scaling.to_zero:
+        body["spec"]["cooldownPeriod"] = scaling.down_window()
+        body["spec"]["triggers"] += _to_zero_triggers(model, config)
     return child(
         model,
         api_version=KEDA_API_VERSION,

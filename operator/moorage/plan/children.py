@@ -7,7 +7,17 @@ adapter) it would serve are whole; until new ones are, it keeps serving what it 
 from dataclasses import dataclass, field
 
 from moorage.api.model import OpenSourceModel
-from moorage.plan import adapters, autoscaling, finetune, gateway, resolve, rollback, serving, weights
+from moorage.plan import (
+    activator,
+    adapters,
+    autoscaling,
+    finetune,
+    gateway,
+    resolve,
+    rollback,
+    serving,
+    weights,
+)
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest
 from moorage.plan.observed import Observed
@@ -81,6 +91,8 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
         if rolled_back is not None:
             target = ServingTarget.from_annotations(deployment["metadata"]["annotations"]) or target
         children.append(deployment)
+        if activator.in_path(model, observed):
+            children.append(activator.endpoint_slice(model, observed.activator))
         if scaled:
             children.append(autoscaling.scaled_object(model, config))
         budget = serving.disruption_budget(model)

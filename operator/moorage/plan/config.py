@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from moorage.api.activation import ACTIVATOR_METRICS_PORT
+
 VLLM_VERSION = "0.33.0"
 """The vLLM moorage is tested with: the default images, and the parser our flags are checked against
 (tests/contract). The one place that says it."""
@@ -14,6 +16,9 @@ DEFAULT_OPERATOR_IMAGE = "ghcr.io/moorage-dev/moorage:0.1.0"
 DEFAULT_FINETUNE_IMAGE = "ghcr.io/moorage-dev/moorage-finetune:0.1.0"
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
 """The Service the Prometheus Operator makes for its Prometheus servers, in the usual namespace."""
+
+EXAMPLE_ACTIVATOR = "moorage-activator.moorage-system"
+"""The chart's activator Service, installed as the docs say (release moorage in moorage-system)."""
 
 
 @dataclass(frozen=True)
@@ -30,3 +35,16 @@ class PlanConfig:
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     """The Prometheus server KEDA asks for vLLM's metrics (models with spec.serving.autoscaling)."""
     cluster_domain: str = "cluster.local"
+    activator: str | None = None
+    """moorage's activator, as <service>.<namespace> (its Service carries the moorage.dev/activator
+    label); None: no activator, and a model with minReplicas 0 has no one to hold its requests at zero."""
+
+    @property
+    def activator_namespace(self) -> str | None:
+        return self.activator.split(".", 1)[1] if self.activator else None
+
+    def held_url(self, namespace: str, name: str) -> str | None:
+        """Where KEDA asks the activator how many requests it holds for a model."""
+        if not self.activator:
+            return None
+        return f"http://{self.activator}.svc.{self.cluster_domain}:{ACTIVATOR_METRICS_PORT}/held/{namespace}/{name}"

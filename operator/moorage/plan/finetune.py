@@ -35,7 +35,7 @@ def adapter(model: OpenSourceModel, base: ResolvedSource, dataset: ResolvedSourc
     assert model.spec.fine_tune is not None
     spec = model.spec.fine_tune
     path = str(adapter_dir(WEIGHTS_MOUNT, adapter_id(model, base, dataset)))
-    return Adapter(spec.adapter_name or f"{model.metadata.name}-ft", path, spec.lora.r)
+    return Adapter(spec.served_name(model.metadata.name), path, spec.lora.r)
 
 
 def job_name(model: OpenSourceModel, base: ResolvedSource, dataset: ResolvedSource | None) -> str:

@@ -90,15 +90,17 @@ def program_job(
     claim: str | None,
     backoff_limit: int,
     annotations: dict[str, str] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
 ) -> Manifest:
-    """A Job of one program container, on the weights volume `claim` (None: none)."""
-    volumes = [{"name": "weights", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
+    """A Job of one program container, on the weights volume `claim` (None: none), with more `volumes`
+    (which the container mounts itself)."""
+    weights = [{"name": "weights", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
     pod_spec = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [*weights, *(volumes or ()), {"name": "tmp", "emptyDir": {}}],
     }
     job_labels = labels(model, component)
     return child(

@@ -250,3 +250,6 @@ class Observed:
     gateway_apis: GatewayApis = GatewayApis()
     gateway_hashes: tuple[tuple[str, str], ...] = ()
     """(kind, spec-hash annotation) of the model's live InferencePool and HTTPRoute."""
+    activator: tuple[str, ...] = ()
+    """The addresses of the activator's ready pods; read only for a model that scales to zero (empty
+    otherwise, and where no activator runs)."""

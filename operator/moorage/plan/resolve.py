@@ -3,6 +3,7 @@ user's Secret, so the operator needs no access to Secrets at all (it reads the J
 
 from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
+from moorage.api.spec import AdapterSource
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import program_container, program_job
 from moorage.plan.meta import Manifest, truncate_name
@@ -17,6 +18,11 @@ def needs_job(model: OpenSourceModel) -> bool:
     return model.spec.source.token_secret_ref is not None
 
 
+def hub_adapters(model: OpenSourceModel) -> list[AdapterSource]:
+    """The entries of spec.adapters on the hub: a pvc:// one has nothing to resolve."""
+    return [a for a in model.spec.adapters or () if a.claim is None]
+
+
 def job_name(model: OpenSourceModel) -> str:
     """Named by what is resolved: the same source, dataset, token reference and trust, the same Job (its
     result stands while the spec does not change, like the operator's own cache of public sources)."""
@@ -24,7 +30,7 @@ def job_name(model: OpenSourceModel) -> str:
     tune = model.spec.fine_tune
     dataset = (tune.dataset.uri, tune.dataset.revision) if tune and tune.dataset.from_hub else None
     ref = source.token_secret_ref.wire() if source.token_secret_ref else None
-    listed = [a.wire() for a in model.spec.adapters or ()]
+    listed = [a.wire() for a in hub_adapters(model)]
     digest = content_hash(source.fingerprint(), dataset, ref, source.trust_remote_code, *listed, length=16)
     return truncate_name(model.metadata.name, f"resolve-{digest}")
 
@@ -39,7 +45,7 @@ def resolve_job(model: OpenSourceModel, config: PlanConfig) -> Manifest:
     tune = model.spec.fine_tune
     if tune and tune.dataset.from_hub:
         args += ["--dataset", tune.dataset.uri, "--dataset-revision", tune.dataset.revision]
-    args += [f"--adapter={a.name}={a.uri}@{a.revision}" for a in model.spec.adapters or ()]
+    args += [f"--adapter={a.name}={a.uri}@{a.revision}" for a in hub_adapters(model)]
     container = program_container(
         CONTAINER, args, model, config, requests=("100m", "256Mi"), memory_limit="512Mi", weights=False
     )

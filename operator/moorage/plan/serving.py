@@ -4,12 +4,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from moorage.api.activation import COLD_START
 from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import parse_quantity
 from moorage.api.resources import default_requests, kv_cache_gib
 from moorage.api.spec import Resources
-from moorage.plan import adapters
+from moorage.plan import activator, adapters
 from moorage.plan.config import PlanConfig
 from moorage.plan.meta import Manifest, child, labels, selector
 from moorage.plan.placement import place
@@ -31,6 +32,9 @@ AUTOSCALER = "autoscaler"
 WEIGHTS_BYTES = "moorage.dev/weights-bytes"
 """Annotation: the size of the served weights, which the pods' resource requests are sized from."""
 STARTUP_PERIOD_SECONDS = 10
+COLD_START_PERIOD_SECONDS = 2
+"""The startup probe's period for a model that scales to zero: a request waits on this start, and a probe
+every 10 s would add up to 10 s to it; vLLM's /health is cheap."""
 DRAIN_SECONDS = 10
 """How long a replica being removed still serves before vLLM gets SIGTERM (preStop sleep)."""
 
@@ -164,6 +168,7 @@ def _env(model: OpenSourceModel, target: ServingTarget, requests: dict[str, str]
 def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig) -> dict[str, Any]:
     serving = model.spec.serving
     deadline = serving.rollout.deadline()
+    startup = COLD_START_PERIOD_SECONDS if activator.scales_to_zero(model) else STARTUP_PERIOD_SECONDS
     resources = _resources(model, target)
     container = {
         "name": "vllm",
@@ -174,7 +179,7 @@ def _pod_spec(model: OpenSourceModel, target: ServingTarget, config: PlanConfig)
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": resources,
         # Loading big weights takes minutes: the startup probe allows the whole rollout deadline.
-        "startupProbe": _probe("/health", STARTUP_PERIOD_SECONDS, max(deadline // STARTUP_PERIOD_SECONDS, 1)),
+        "startupProbe": _probe("/health", startup, max(deadline // startup, 1)),
         "readinessProbe": _probe("/v1/models", 10, 3),
         "livenessProbe": _probe("/health", 15, 4, timeout=10),
         "securityContext": container_security_context(),
@@ -261,6 +266,8 @@ def deployment(
     annotations = {**target.annotations(), TEMPLATE_HASH: template_hash}
     if scaled:
         annotations[REPLICAS_OWNER] = AUTOSCALER
+    if (hold := activator.hold(model)) is not None:
+        annotations[COLD_START] = hold.annotation()
     return child(
         model,
         api_version="apps/v1",

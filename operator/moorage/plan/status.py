@@ -1,9 +1,10 @@
 """The model's status, derived from what was observed and planned: pure, so every case is a unit test."""
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal
 
-from moorage.api.layout import content_hash
+from moorage.api.layout import WEIGHTS_MOUNT, content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.quantity import gib
 from moorage.api.status import (
@@ -20,7 +21,7 @@ from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed, Problem
 from moorage.plan.revisions import proven, revision_of, revisions
 from moorage.plan.rollback import ROLLED_BACK
-from moorage.plan.serving import PORT, endpoint, served_model_name
+from moorage.plan.serving import PORT, ServingTarget, endpoint, served_model_name
 
 T = ConditionType
 HUB_DOWN = "the hub cannot be reached, so the commit pinned in status stands"
@@ -87,7 +88,12 @@ def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> V
         return Verdict(True, "AdaptersReady", f"adapters served: {names}")
     if job is not None and job.failed:
         problem = _job_problem(job, "AdaptersFailed")
-        return Verdict(False, problem.reason, problem.message)
+        message = problem.message
+        if problem.reason == adapters.NOT_FOUND and observed.resolved is not None:
+            # Same list, same Job: putting the files on the claim changes nothing in the spec.
+            name = adapters.job_name(model, observed.resolved, observed.adapters)
+            message += f" (once it is there, kubectl delete job {name} to read it again)"
+        return Verdict(False, problem.reason, message)
     if job is not None and job.blocked:
         return Verdict(
             False, job.blocked.reason, f"the adapters Job's pod cannot start: {job.blocked.message}"
@@ -96,27 +102,78 @@ def _adapters(model: OpenSourceModel, observed: Observed, weights: Verdict) -> V
 
 
 def _adapter_statuses(
-    model: OpenSourceModel, observed: Observed, verdict: Verdict | None, removing: tuple[AdapterStatus, ...]
+    model: OpenSourceModel,
+    observed: Observed,
+    verdict: Verdict | None,
+    removing: tuple[AdapterStatus, ...],
+    tuned: AdapterStatus | None,
+    *,
+    reloading: frozenset[str],
 ) -> tuple[AdapterStatus, ...] | None:
     if observed.resolved is None:
         return model.status.adapters  # nothing new is known
+    first = (tuned,) if tuned else ()
     if verdict is None:
-        return removing or None
+        return first + removing or None
     job = observed.adapters_job
     state: Literal["Pulling", "Served", "Failed"] = (
         "Served" if verdict.status else "Failed" if job is not None and job.failed else "Pulling"
     )
-    listed = tuple(
-        AdapterStatus(
-            name=a.name,
-            uri=a.source.uri,
-            revision=a.source.sha,
-            state=state,
-            message=None if state == "Served" else verdict.message,
+    before = {a.name: a for a in model.status.adapters or ()}
+    replaced = set(adapters.changed(model, observed))
+    listed = []
+    for index, a in enumerate(observed.adapters):
+        uri, revision, digest = adapters.version(model, observed, index)
+        message = None if state == "Served" else verdict.message
+        entry = AdapterStatus(
+            name=a.name, uri=uri, revision=revision, digest=digest, state=state, message=message
         )
-        for a in observed.adapters
+        if a.name in replaced and (state != "Served" or a.name in reloading):
+            # The replicas may hold the version status lists: it stays listed until none can serve it any
+            # more (the new one is in place, and unloaded from every replica that loaded the old one).
+            if state == "Served":
+                message = "replacing the version the replicas loaded: being unloaded from them"
+            entry = before[a.name].model_copy(
+                update={"state": "Failed" if state == "Failed" else "Pulling", "message": message}
+            )
+        listed.append(entry)
+    return first + tuple(listed) + removing
+
+
+def _fine_tuned_adapter(observed: Observed, plan: Plan, tuned: Verdict | None) -> AdapterStatus | None:
+    """The adapter spec.fineTune trained, as one more entry of status.adapters. It is served from the pods'
+    command line (--lora-modules), so it is Served once the Deployment runs it, all rolled out."""
+    desired = plan.desired
+    adapter = desired.adapter if desired else None
+    if desired is None or adapter is None or tuned is None:
+        return None
+    deployment = observed.deployment
+    current = ServingTarget.from_annotations(deployment.annotations) if deployment else None
+    state: Literal["Training", "Deploying", "Served", "Failed"]
+    message: str | None = tuned.message
+    if observed.finetune is not None and observed.finetune.failed:
+        state = "Failed"
+    elif not tuned.status:
+        state = "Training"
+    elif (
+        deployment is not None
+        and current is not None
+        and current.adapter == adapter
+        and deployment.rolled_out
+        and deployment.available_replicas > 0
+    ):
+        state, message = "Served", None
+    else:
+        state, message = "Deploying", "the serving pods roll out to serve it"
+    relative = PurePosixPath(adapter.path).relative_to(WEIGHTS_MOUNT)
+    return AdapterStatus(
+        name=adapter.served_name,
+        uri=f"pvc://{desired.claim}/{relative}",
+        digest=relative.name,
+        fine_tune=True,
+        state=state,
+        message=message,
     )
-    return listed + removing
 
 
 def _available(observed: Observed) -> Verdict:
@@ -191,6 +248,13 @@ def _ready(
         )
     if model.spec.serving.replicas == 0 and model.spec.serving.autoscaling is None:
         return Verdict(True, "ScaledToZero", "no replica is asked for")
+    scaling = model.spec.serving.autoscaling
+    if scaling is not None and scaling.to_zero and deployment.desired_replicas == 0:
+        return Verdict(
+            True,
+            "ScaledToZero",
+            "idle at zero replicas: the next request is held while a replica starts (coldStart)",
+        )
     return Verdict(
         True,
         "Serving",
@@ -270,6 +334,7 @@ def status(
     *,
     failure: Problem | None = None,
     removing: tuple[AdapterStatus, ...] = (),
+    reloading: frozenset[str] = frozenset(),
 ) -> OpenSourceModelStatus:
     """The status to write: the previous status only lends its transition times. `failure` is what stopped
     this reconcile half-way (the API server refused a child): the model is not Ready while it lasts."""
@@ -343,7 +408,9 @@ def status(
         selector=",".join(f"{k}={v}" for k, v in meta.selector(model).items()),
         endpoint=endpoint(model, config),
         served_model_name=served_model_name(model),
-        adapters=_adapter_statuses(model, observed, served, removing),
+        adapters=_adapter_statuses(
+            model, observed, served, removing, _fine_tuned_adapter(observed, plan, tuned), reloading=reloading
+        ),
         revision=records.current,
         last_ready_revision=records.last_ready,
         failed_revision=records.failed,

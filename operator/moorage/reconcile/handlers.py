@@ -3,13 +3,14 @@ and every body the watches bring goes into the cache the reconcile reads from.""
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx2
 import kopf
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
+from moorage.api.activation import ACTIVATOR_LABEL, ready_ips
 from moorage.api.model import GROUP, PLURAL, VERSION
 from moorage.plan.autoscaling import KEDA_CRD
 from moorage.plan.config import PlanConfig
@@ -56,6 +57,7 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             # Filtered by the API server, not after the bytes came: the operator never sees others' pods.
             key = (watched.group, watched.version, watched.plural)
             settings.watching.label_selectors[key] = watched.selector
+    settings.watching.label_selectors["discovery.k8s.io", "v1", "endpointslices"] = ACTIVATOR_LABEL
     Operator.cache = Cache({watched.kind: Store() for watched in WATCHED})
     client = AsyncClient(
         config=Operator.kubeconfig or KubeConfig.from_env(), field_manager="moorage", timeout=API_TIMEOUT
@@ -203,4 +205,27 @@ async def _crd_event(name: str | None, **_: Any) -> None:
     # that asked for an InferencePool gets it now, not at the next change of its own.
     if name in (*GATEWAY_CRDS, KEDA_CRD) and Operator.discovery and Operator.queue:
         Operator.discovery.forget()
+        Operator.queue.trigger_all()
+
+
+class _Activator:
+    addresses: ClassVar[dict[str, frozenset[str]]] = {}
+    """The activator's ready addresses per EndpointSlice of its Service, as last seen."""
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={ACTIVATOR_LABEL: kopf.PRESENT})
+async def _activator_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    # The activator's pods came, went or moved: the models that scale to zero point their Services at its
+    # new addresses. Only a change of the addresses wakes the models (they read them at their reconcile).
+    if namespace != Operator.config.activator_namespace or Operator.queue is None:
+        return
+    name = body.get("metadata", {}).get("name", "")
+    ready = frozenset(ready_ips(body))
+    now = dict(_Activator.addresses)
+    if type == "DELETED":
+        now.pop(name, None)
+    else:
+        now[name] = ready
+    if now != _Activator.addresses:
+        _Activator.addresses = now
         Operator.queue.trigger_all()

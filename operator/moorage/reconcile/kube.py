@@ -13,6 +13,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import PersistentVolumeClaim, Pod, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
@@ -30,6 +31,7 @@ KINDS: dict[str, Any] = {
         for api in GATEWAY_KINDS
     },
     "Deployment": Deployment,
+    "EndpointSlice": EndpointSlice,
     "Job": Job,
     "PersistentVolumeClaim": PersistentVolumeClaim,
     "Pod": Pod,

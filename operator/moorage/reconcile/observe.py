@@ -3,6 +3,15 @@
 import logging
 from dataclasses import dataclass, replace
 
+from lightkube.core.exceptions import ApiError
+
+from moorage.api.activation import (
+    ACTIVATOR_LABEL,
+    COLD_START,
+    SLICE_CONTROLLER,
+    SLICE_MANAGER_LABEL,
+    ready_ips,
+)
 from moorage.api.model import OpenSourceModel
 from moorage.api.programs import Report
 from moorage.api.resolved import Counts, ResolvedAdapter, ResolvedSource
@@ -10,7 +19,7 @@ from moorage.api.spec import AdapterSource
 from moorage.api.status import ConditionType, WeightsStatus
 from moorage.hub import HubError, check_trust
 from moorage.hub.uri import parse_uri
-from moorage.plan import adapters, finetune, resolve, weights
+from moorage.plan import activator, adapters, finetune, resolve, weights
 from moorage.plan.config import PlanConfig
 from moorage.plan.gateway import HTTP_ROUTE, INFERENCE_POOL
 from moorage.plan.meta import SPEC_HASH, selector
@@ -78,6 +87,9 @@ async def _adapters_here(resolver: Resolver, model: OpenSourceModel) -> Adapters
     """spec.adapters pinned, anonymously. A hub outage keeps the commits status remembers."""
     pinned: list[ResolvedAdapter] = []
     for wanted in model.spec.adapters or ():
+        if wanted.claim is not None:
+            pinned.append(ResolvedAdapter(wanted.name, wanted.uri))  # read from its claim by the Job
+            continue
         try:
             source = await resolver(wanted.uri, wanted.revision, adapters.INCLUDE)
         except HubError as error:
@@ -86,7 +98,7 @@ async def _adapters_here(resolver: Resolver, model: OpenSourceModel) -> Adapters
                 message = f"spec.adapters {wanted.name!r}: {error.message}"
                 raise SourceProblemError(Problem(error.reason, message, error.retryable)) from error
             source = replace(remembered, hub_down=True)
-        pinned.append(ResolvedAdapter(wanted.name, source))
+        pinned.append(ResolvedAdapter(wanted.name, wanted.uri, source))
     return tuple(pinned)
 
 
@@ -187,7 +199,8 @@ def _from_report(
     found = details.get("adapters") or {}
     assert isinstance(found, dict), "a mapping"
     adapters = tuple(
-        ResolvedAdapter(a.name, pinned(a.uri, a.revision, found[a.name])) for a in model.spec.adapters or ()
+        ResolvedAdapter(a.name, a.uri, pinned(a.uri, a.revision, found[a.name]) if a.claim is None else None)
+        for a in model.spec.adapters or ()
     )
     return resolved, dataset, adapters
 
@@ -196,13 +209,16 @@ def _adapters_from_status(model: OpenSourceModel) -> Adapters:
     """The commits status remembers for spec.adapters; raises when one is not known."""
     pinned: list[ResolvedAdapter] = []
     for wanted in model.spec.adapters or ():
+        if wanted.claim is not None:
+            pinned.append(ResolvedAdapter(wanted.name, wanted.uri))
+            continue
         remembered = _remembered_adapter(model, wanted)
         if remembered is None:
             problem = Problem(
                 "ResolveFailed", f"spec.adapters {wanted.name!r}: not resolved; delete the resolve Job"
             )
             raise SourceProblemError(problem)
-        pinned.append(ResolvedAdapter(wanted.name, remembered))
+        pinned.append(ResolvedAdapter(wanted.name, wanted.uri, remembered))
     return tuple(pinned)
 
 
@@ -261,21 +277,28 @@ def _pinned(uri: str, revision: str, sha: str, weights: WeightsStatus) -> Resolv
     return ResolvedSource(uri, repo_id, repo_type, revision, sha, (), counts=counts)
 
 
-async def _check_dataset_claim(kube: Kube, model: OpenSourceModel) -> None:
-    """A pvc:// dataset on a claim that does not exist would leave the fine-tune pod Pending for ever."""
-    claim = model.spec.fine_tune.dataset.claim if model.spec.fine_tune else None
-    # The user's claim, not ours: the watches (of our claims only) cannot tell.
-    if (
-        claim
-        and await kube.get("PersistentVolumeClaim", model.metadata.namespace, claim, watched=False) is None
-    ):
-        raise SourceProblemError(
-            Problem(
-                "DatasetClaimNotFound",
-                f"spec.fineTune.dataset.uri: PersistentVolumeClaim {claim!r} not found in namespace "
-                f"{model.metadata.namespace!r}; create it, or name a claim that exists",
-            )
+async def _check_claims(kube: Kube, model: OpenSourceModel) -> None:
+    """A pvc:// dataset or adapter on a claim that does not exist would leave its Job's pod Pending for
+    ever: the model stalls naming the field instead."""
+    named: list[tuple[str, str, str]] = []
+    if model.spec.fine_tune and model.spec.fine_tune.dataset.claim:
+        named.append(
+            ("DatasetClaimNotFound", "spec.fineTune.dataset.uri", model.spec.fine_tune.dataset.claim)
         )
+    for index, adapter in enumerate(model.spec.adapters or ()):
+        if adapter.claim:
+            named.append((adapters.NOT_FOUND, f"spec.adapters[{index}].uri", adapter.claim))
+    namespace = model.metadata.namespace
+    for reason, field, claim in named:
+        # The user's claim, not ours: the watches (of our claims only) cannot tell.
+        if await kube.get("PersistentVolumeClaim", namespace, claim, watched=False) is None:
+            raise SourceProblemError(
+                Problem(
+                    reason,
+                    f"{field}: PersistentVolumeClaim {claim!r} not found in namespace {namespace!r}; "
+                    "create it, or name a claim that exists",
+                )
+            )
 
 
 def applied_replicas(deployment: Obj) -> bool:
@@ -364,7 +387,7 @@ async def observe(
     pinned_adapters: Adapters = ()
     try:
         resolved, dataset, pinned_adapters = await _sources(kube, resolver, model, config, live)
-        await _check_dataset_claim(kube, model)
+        await _check_claims(kube, model)
     except SourceProblemError as error:
         problem = error.problem
 
@@ -429,7 +452,9 @@ async def observe(
             autoscaler = AutoscalerState.from_scaled_object(scaled)
 
     gateway_apis, gateway_hashes = await _gateway(kube, discovery, model, live)
+    activator_addresses = await _activator(kube, model, config, deployment, live)
     observed = Observed(
+        activator=activator_addresses,
         gateway_apis=gateway_apis,
         gateway_hashes=gateway_hashes,
         resolved=resolved,
@@ -446,6 +471,40 @@ async def observe(
         templates=templates,
     )
     return World(observed, live)
+
+
+async def _activator(
+    kube: Kube,
+    model: OpenSourceModel,
+    config: PlanConfig,
+    deployment: Obj | None,
+    live: dict[tuple[str, str], Obj],
+) -> tuple[str, ...]:
+    """For a model that scales to zero (or did at our last apply): the activator's ready addresses, and
+    the model's live activator slice (to be removed once not planned). Others cost no request."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    wanted = activator.scales_to_zero(model)
+    if not wanted and COLD_START not in annotations:
+        return ()
+    name = activator.slice_name(model)
+    ours = await kube.get("EndpointSlice", model.metadata.namespace, name, watched=False)
+    if ours is not None:
+        live["EndpointSlice", name] = ours
+    if not wanted or config.activator_namespace is None:
+        return ()
+    try:
+        slices = await kube.select(
+            "EndpointSlice",
+            config.activator_namespace,
+            {ACTIVATOR_LABEL: None, SLICE_MANAGER_LABEL: SLICE_CONTROLLER},
+        )
+    except ApiError as error:
+        if error.status.code != 403:
+            raise
+        # An operator confined to some namespaces may not read the activator's: no one holds requests.
+        log.warning("%s/%s: cannot read the activator's endpoints: %s", *model.key, error.status.message)
+        return ()
+    return tuple(sorted({address for found in slices for address in ready_ips(found)}))
 
 
 async def _templates(kube: Kube, model: OpenSourceModel, deployment: Obj) -> dict[str, Obj]:

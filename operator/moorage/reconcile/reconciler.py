@@ -78,7 +78,7 @@ class Reconciler:
             return None  # garbage collection removes the children through their owner references
         previous = _previous_status(raw)
         try:
-            spec = OpenSourceModelSpec.from_manifest(raw.get("spec") or {})
+            spec = OpenSourceModelSpec.from_manifest(raw.get("spec") or {}, raw["metadata"].get("name"))
         except ValidationError as error:
             message = describe(error, "spec")
             log.warning("%s/%s: invalid spec: %s", namespace, name, message)
@@ -115,36 +115,45 @@ class Reconciler:
             await self._write_status(raw, previous, failed)
             self.metrics.model_seen((namespace, name), failed, world.observed, the_plan)
             raise
-        removing = await self._unload_removed_adapters(model, world)
-        new = status(model, world.observed, the_plan, self.config, now, removing=removing)
+        removing, reloading = await self._unload_adapters(model, world)
+        new = status(
+            model, world.observed, the_plan, self.config, now, removing=removing, reloading=reloading
+        )
         await self._write_status(raw, previous, new)
         self.metrics.model_seen((namespace, name), new, world.observed, the_plan)
         return _next_look(new)
 
-    async def _unload_removed_adapters(
+    async def _unload_adapters(
         self, model: OpenSourceModel, world: World
-    ) -> tuple[AdapterStatus, ...]:
-        """Adapters status still lists but spec.adapters no longer does: once the served directory lost them
-        (the adapters Job of the current list succeeded), each ready replica unloads them. Those not yet
-        unloaded everywhere stay listed as Removing."""
+    ) -> tuple[tuple[AdapterStatus, ...], frozenset[str]]:
+        """Adapters status still lists but spec.adapters no longer does, and adapters listed under a name
+        whose version changed: once the served directory holds the current list (its adapters Job
+        succeeded), each ready replica unloads them (a changed one loads again, new, on its next request).
+        Returns the removed ones not yet unloaded everywhere (listed as Removing), and the changed ones not
+        yet unloaded everywhere (status keeps their old version)."""
         if world.observed.resolved is None:
-            return ()  # nothing is known of the list now; status keeps what it said
+            return (), frozenset()  # nothing is known of the list now; status keeps what it said
         listed = {a.name for a in world.observed.adapters}
-        gone = [a for a in model.status.adapters or () if a.name not in listed]
-        if not gone:
-            return ()
+        gone = [a for a in model.status.adapters or () if a.name not in listed and not a.fine_tune]
         job = world.observed.adapters_job
-        if adapters.enabled(model) and not (job and job.succeeded):
-            return tuple(a.model_copy(update={"state": "Removing", "message": None}) for a in gone)
+        in_place = job is not None and job.succeeded
+        changed = adapters.changed(model, world.observed) if in_place else []
+        if not gone and not changed:
+            return (), frozenset()
+        if adapters.enabled(model) and not in_place:
+            return tuple(
+                a.model_copy(update={"state": "Removing", "message": None}) for a in gone
+            ), frozenset()
         pods = await self.kube.select("Pod", model.metadata.namespace, selector(model))
-        unloaded = await unload(pods, [a.name for a in gone])
+        unloaded = await unload(pods, [a.name for a in gone] + changed)
         for name in sorted(unloaded):
-            log.info("%s/%s: adapter %s is no longer served", *model.key, name)
-        return tuple(
+            log.info("%s/%s: adapter %s is no longer served by any replica", *model.key, name)
+        removing = tuple(
             a.model_copy(update={"state": "Removing", "message": "being unloaded from the replicas"})
             for a in gone
             if a.name not in unloaded
         )
+        return removing, frozenset(changed) - unloaded
 
     async def _apply(self, raw: Obj, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """The children at once: none waits for another, and the API server can be slow on one kind (it
@@ -283,6 +292,16 @@ class Reconciler:
             unwanted = world.live.get((kind, model.metadata.name))
             if unwanted and not the_plan.names(kind) and _owned_by(unwanted, uid):
                 await self.kube.delete(kind, namespace, model.metadata.name)
+        # A replica is ready (or the model no longer scales to zero): the activator steps out of the path.
+        for (kind, name), unwanted in world.live.items():
+            if kind == "EndpointSlice" and name not in the_plan.names(kind) and _owned_by(unwanted, uid):
+                await self.kube.delete(kind, namespace, name)
+                log.info(
+                    "%s/%s: the activator is out of the path (%s deleted)",
+                    namespace,
+                    model.metadata.name,
+                    name,
+                )
         wanted_jobs = the_plan.names("Job")
         mine = {"moorage.dev/model": model.metadata.name}
         for job in await self.kube.select("Job", namespace, mine, owner=uid):
@@ -349,8 +368,10 @@ STALLED_POLL = 300.0
 
 
 def _next_look(status: OpenSourceModelStatus) -> float | None:
-    if any(a.state == "Removing" for a in status.adapters or ()):
-        return IN_FLIGHT_POLL  # a replica could not be asked to unload an adapter: ask again
+    if any(a.state in ("Removing", "Pulling") for a in status.adapters or ()):
+        # A replica could not be asked to unload an adapter (removed, or replaced by a new version while
+        # the model stays Ready): ask again.
+        return IN_FLIGHT_POLL
     scaling = status.condition(ConditionType.AUTOSCALING)
     if scaling is not None and scaling.status == "False":
         return SCALER_POLL  # KEDA may be installed later, or come to read the metric
