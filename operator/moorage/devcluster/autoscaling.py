@@ -298,7 +298,17 @@ class Autoscaling:
         self._started.clear()
         self.cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
         if self.crd_dir.is_dir():
-            self.cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(self.crd_dir))
+            # Gone before the next test looks: one that installs KEDA's CRD when it is missing must not
+            # find it still terminating.
+            self.cluster.kubectl(
+                "delete",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+                "-f",
+                str(self.crd_dir),
+                timeout=90,
+            )
 
     def _kubectl(self, *args: str) -> None:
         result = self.cluster.kubectl(*args)
