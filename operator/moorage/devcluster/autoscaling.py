@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from moorage.devcluster import pki
+from moorage.devcluster import hostnet, pki
 from moorage.devcluster.api import JSON, ApiError
 from moorage.devcluster.build import build_autoscaling
 from moorage.devcluster.cluster import Cluster, ClusterError, KubectlError
@@ -210,6 +210,7 @@ class Autoscaling:
                 "--zap-encoder=console",
             ],
             env,
+            cluster_dns=True,
         )
         self.cluster.wait_ready(
             "keda-operator", lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout=timeout
@@ -266,9 +267,30 @@ class Autoscaling:
             "prometheus", lambda: _http_ok(f"{self.prometheus_url}/-/ready"), timeout=timeout
         )
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.cluster.spawn(name, [str(self.bin_dir / name), *args], env=env)
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, *, cluster_dns: bool = False
+    ) -> None:
+        argv = [str(self.bin_dir / name), *args]
+        if cluster_dns:
+            argv = [*self._with_cluster_dns(), *argv]
+        self.cluster.spawn(name, argv, env=env)
         self._started.append(name)
+
+    def _with_cluster_dns(self) -> list[str]:
+        """A command prefix: the program resolves names with the cluster's DNS, as it would in a pod.
+
+        KEDA's scalers call what the ScaledObject names, and moorage names the activator by its Service
+        (``<service>.<namespace>.svc.cluster.local``); a host process asks the host's resolver, which does not
+        know it. In a mount namespace of its own, the program sees a resolv.conf that points at kube-dns
+        (reached through kube-proxy like any Service address), and the host's stays as it is.
+        """
+        resolv = self.dir / "resolv.conf"
+        resolv.write_text(
+            f"nameserver {hostnet.DNS_SERVICE_IP}\nsearch {NAMESPACE}.svc.cluster.local svc.cluster.local "
+            "cluster.local\noptions ndots:5\n"
+        )
+        mount = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, str(resolv)]
 
     def _metrics_api_available(self) -> bool:
         service = self.cluster.api.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{API_SERVICE}")
