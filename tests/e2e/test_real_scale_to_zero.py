@@ -10,7 +10,6 @@ Images come from images/build.sh ($MOORAGE_IMAGES, see test_real_serving.py). Th
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -22,12 +21,11 @@ from typing import Any
 
 import pytest
 from gitops import assert_no_gitops_drift
+from test_real_serving import installed_product
 
 from moorage.devcluster import Cluster, wait_for
-from moorage.devcluster.fakehub import TINY_SERVABLE, FakeHub, default_hub
-from moorage.devcluster.images import parse_build_listing
+from moorage.devcluster.fakehub import TINY_SERVABLE, FakeHub
 
-REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "cold"
 SYSTEM = "moorage-system"
 MODEL = "tiny-cold"
@@ -35,19 +33,6 @@ SLICE = f"{MODEL}-activator"
 HOLD_S = 420
 SHORT_HOLD_S = 5
 Obj = dict[str, Any]
-
-
-def _images() -> dict[str, tuple[str, Path]]:
-    import os  # noqa: PLC0415
-
-    listing = os.environ.get("MOORAGE_IMAGES")
-    if not listing:
-        pytest.skip("set MOORAGE_IMAGES to a file holding images/build.sh's output (scripts/test.sh does)")
-    images = parse_build_listing(Path(listing).read_text())
-    missing = {"operator", "vllm-cpu"} - set(images)
-    if missing:
-        pytest.fail(f"$MOORAGE_IMAGES lacks {sorted(missing)}: run images/build.sh")
-    return images
 
 
 def manifest(hub: FakeHub, hold_s: int = HOLD_S) -> Obj:
@@ -126,38 +111,13 @@ class Product:
 
 @pytest.fixture(scope="module")
 def product(real_cluster: Cluster, real_keda_crd: str, helm: str) -> Iterator[Product]:
-    images = _images()
-    for name in ("operator", "vllm-cpu"):
-        real_cluster.load_image(images[name][1])
-    refs = {name: ref for name, (ref, _archive) in images.items()}
-    with default_hub(host=real_cluster.host_address) as hub:
-        repository, tag = refs["operator"].rsplit(":", 1)
-        values = {
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-            "operator": {"vllmCpuImage": refs["vllm-cpu"], "hfEndpoint": hub.url, "logFormat": "plain"},
-            "activator": {"enabled": True},
-        }
-        values_file = real_cluster.workdir / "moorage-cold-values.json"
-        values_file.write_text(json.dumps(values))
-        install = subprocess.run(
-            [helm, "install", "moorage", str(REPO / "charts" / "moorage"), "-n", SYSTEM,
-             "--create-namespace", "-f", str(values_file), "--kubeconfig", str(real_cluster.kubeconfig),
-             "--wait", "--timeout", "3m"],
-            capture_output=True, text=True, timeout=240, check=False,
-        )  # fmt: skip
-        assert install.returncode == 0, install.stderr
-        real_cluster.kubectl("create", "namespace", NAMESPACE, check=True)
-        running = Product(real_cluster, hub)
+    with installed_product(real_cluster, helm, namespace=NAMESPACE, activator=True) as installed:
+        running = Product(real_cluster, installed.hub)
         try:
             yield running
         finally:
             print(f"\nscale-to-zero timings: {json.dumps(running.timings)}")
             print(running.logs()[-8000:])
-            real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
-            subprocess.run(
-                [helm, "uninstall", "moorage", "-n", SYSTEM, "--kubeconfig", str(real_cluster.kubeconfig)],
-                capture_output=True, timeout=120, check=False,
-            )  # fmt: skip
 
 
 def _chat(base: str, timeout: float) -> tuple[int, Obj, dict[str, str]]:

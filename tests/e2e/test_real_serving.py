@@ -127,10 +127,11 @@ def product(real_cluster: Cluster, helm: str) -> Iterator[Product]:
 
 @contextmanager
 def installed_product(
-    cluster: Cluster, helm: str, *, namespace: str = NAMESPACE, **operator: str
+    cluster: Cluster, helm: str, *, namespace: str = NAMESPACE, activator: bool = False, **operator: str
 ) -> Iterator[Product]:
     """Our images loaded into the real node, the local hub, the chart installed with them (``operator``:
-    more of the chart's operator values) and ``namespace`` created; all removed afterwards."""
+    more of the chart's operator values; ``activator``: the chart's activator for scale to zero) and
+    ``namespace`` created; all removed afterwards."""
     images = _images()
     started = time.monotonic()
     for _ref, archive in images.values():
@@ -150,6 +151,7 @@ def installed_product(
                 "logFormat": "plain",
                 **operator,
             },
+            "activator": {"enabled": activator},
         }
         values_file = cluster.workdir / "moorage-values.json"
         values_file.write_text(json.dumps(values))
@@ -167,10 +169,14 @@ def installed_product(
         finally:
             print(f"\nreal serving timings: {json.dumps(running.timings)}")
             print(f"---- operator log (tail) ----\n{_operator_log(cluster)[-6000:]}")
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+            # The models go while their operator runs (it holds their finalizers); a model left for the
+            # next install's operator would be reconciled, and counted, by it.
+            cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s", timeout=200)
             subprocess.run(
-                [helm, "uninstall", "moorage", "-n", SYSTEM, "--kubeconfig", str(cluster.kubeconfig)],
-                capture_output=True, timeout=120, check=False,
+                # --wait: the next install in this cluster must not meet this one's pods still stopping.
+                [helm, "uninstall", "moorage", "-n", SYSTEM, "--wait",
+                 "--kubeconfig", str(cluster.kubeconfig)],
+                capture_output=True, timeout=180, check=False,
             )  # fmt: skip
 
 
