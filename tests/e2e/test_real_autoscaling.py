@@ -49,6 +49,33 @@ HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
 Obj = dict[str, Any]
 
 
+ZERO_MODEL = "tiny-zero"
+ZERO_COOLDOWN_S = 20
+"""KEDA's cooldownPeriod (the model's scaleDownWindowSeconds): idle this long, the model goes to zero."""
+
+
+def zero_manifest() -> Obj:
+    return {
+        "apiVersion": "moorage.dev/v1alpha1",
+        "kind": "OpenSourceModel",
+        "metadata": {"name": ZERO_MODEL},
+        "spec": {
+            "source": {"uri": f"hf://{TINY_SERVABLE}"},
+            "serving": {
+                "gpus": 0,
+                "resources": {"cpu": "500m"},
+                "vllm": {"maxModelLen": 128, "extraArgs": ["--enforce-eager"]},
+                "autoscaling": {
+                    "minReplicas": 0,
+                    "maxReplicas": 1,
+                    "scaleDownWindowSeconds": ZERO_COOLDOWN_S,
+                    "coldStart": {"holdTimeoutSeconds": 300},
+                },
+            },
+        },
+    }
+
+
 def model_manifest() -> Obj:
     return {
         "apiVersion": "moorage.dev/v1alpha1",
@@ -83,7 +110,7 @@ def stack(real_cluster: Cluster) -> Iterator[Autoscaling]:
 @pytest.fixture(scope="module")
 def product(real_cluster: Cluster, helm: str, stack: Autoscaling) -> Iterator[Product]:
     with installed_product(
-        real_cluster, helm, namespace=NAMESPACE, prometheusAddress=stack.prometheus_url
+        real_cluster, helm, namespace=NAMESPACE, activator=True, prometheusAddress=stack.prometheus_url
     ) as running:
         yield running
 
@@ -157,10 +184,14 @@ def test_load_scales_out_and_idleness_scales_in(product: Product, stack: Autosca
     product.timings["load_requests_ok"] = load.ok
     product.timings["load_requests_failed"] = len(load.failures)
     assert load.failures == [], load.failures[:5]
-    assert watch.changes() == [1, 2, 1], watch.history
-    # No write went unseen between two looks: exactly two changes of the Deployment's spec.
-    assert _deployment(product)["metadata"]["generation"] == generation + 2
+    # Every change of the replicas was the HPA's, through the scale subresource: never the operator's.
     assert _writers(product, since) == {(HPA_USER, "scale")}, _writers(product, since)
+    changes = watch.changes()
+    # Out to 2 and back to 1. On two shared cores the queue vLLM reports can read empty at the scrapes
+    # that follow the decision, and the HPA may go 1, 2, 1, 2, 1: its own choice, on its own signal.
+    assert changes[0] == 1 and 2 in changes and changes[-1] == 1 and max(changes) == 2, watch.history
+    # No write went unseen between two looks: one change of the Deployment's spec per change seen.
+    assert _deployment(product)["metadata"]["generation"] == generation + len(changes) - 1
     _assert_replicas_left_to_the_hpa(product)
 
 
@@ -191,6 +222,64 @@ def test_kubectl_scale_does_not_fight_the_autoscaler(product: Product) -> None:
     _assert_replicas_left_to_the_hpa(product)
 
 
+def test_idleness_scales_to_zero_and_a_request_is_held_and_answered(product: Product) -> None:
+    """minReplicas 0 with the real KEDA: a model nobody asks goes to zero on its own (KEDA takes a new one
+    there at once), the activator holds the next request and wakes it, KEDA reads the held count from the
+    activator (its metrics-api trigger, through the cluster's DNS) and keeps the model up, and once idle
+    again (its `in-use` trigger inactive for the cooldown) KEDA takes it back to zero."""
+    started = time.monotonic()
+    product.cluster.apply(zero_manifest(), namespace=NAMESPACE)
+    wait_for(
+        lambda: _condition(product, "Ready", ZERO_MODEL).get("status") == "True",
+        timeout=600,
+        interval=2,
+        what=f"{ZERO_MODEL} Ready (now: {_condition(product, 'Ready', ZERO_MODEL)})",
+    )
+    product.timings["zero_model_ready_s"] = round(time.monotonic() - started, 1)
+    ready = time.monotonic()
+    # Nobody asks: KEDA takes it to zero, and the model says so.
+    wait_for(
+        lambda: _condition(product, "Ready", ZERO_MODEL).get("reason") == "ScaledToZero",
+        timeout=420,
+        interval=2,
+        what=f"{ZERO_MODEL} scaled to zero by KEDA (now: {_condition(product, 'Ready', ZERO_MODEL)})",
+    )
+    product.timings["ready_to_zero_s"] = round(time.monotonic() - ready, 1)
+    assert _deployment(product, ZERO_MODEL)["spec"]["replicas"] == 0
+    wait_for(lambda: product.get("endpointslice", f"{ZERO_MODEL}-activator", namespace=NAMESPACE),
+             timeout=60, what="the model's Service pointed at the activator")  # fmt: skip
+    time.sleep(2)  # kube-proxy programs the new endpoints
+
+    sent = time.monotonic()
+    status, answer = _ask(_service_address(product, ZERO_MODEL), ZERO_MODEL, timeout=300)
+    product.timings["cold_start_real_keda_s"] = round(time.monotonic() - sent, 1)
+    assert status == 200 and answer["model"] == ZERO_MODEL, answer
+    # KEDA keeps the model it did not wake: its triggers (the held count first) are active, none failed.
+    assert _deployment(product, ZERO_MODEL)["spec"]["replicas"] == 1
+    scaled = _get(product, "scaledobject", ZERO_MODEL)
+    conditions = {c["type"]: c for c in scaled["status"]["conditions"]}
+    assert conditions["Ready"]["status"] == "True", conditions
+    assert "Failing" not in json.dumps(scaled["status"].get("health", {})), scaled["status"]
+    wait_for(lambda: product.get("endpointslice", f"{ZERO_MODEL}-activator", namespace=NAMESPACE) is None,
+             timeout=60, what="the activator out of the path")  # fmt: skip
+    status, _ = _ask(_service_address(product, ZERO_MODEL), ZERO_MODEL, timeout=60)
+    assert status == 200
+    # Idle again: once its last answers age out of `in-use` (two minutes) and the cooldown passes, KEDA
+    # takes it back to zero; nobody else writes its replicas.
+    answered = time.monotonic()
+    wait_for(
+        lambda: _condition(product, "Ready", ZERO_MODEL).get("reason") == "ScaledToZero",
+        timeout=420,
+        interval=2,
+        what=f"{ZERO_MODEL} idle, back to zero (now: {_condition(product, 'Ready', ZERO_MODEL)})",
+    )
+    product.timings["last_answer_to_zero_s"] = round(time.monotonic() - answered, 1)
+    assert _deployment(product, ZERO_MODEL)["spec"]["replicas"] == 0
+    product.cluster.kubectl(
+        "delete", "osm", ZERO_MODEL, "-n", NAMESPACE, "--wait=true", check=True, timeout=120
+    )
+
+
 def test_delete_removes_the_scaler(product: Product) -> None:
     product.cluster.kubectl("delete", "osm", MODEL, "-n", NAMESPACE, "--wait=true", check=True, timeout=120)
     wait_for(
@@ -211,17 +300,29 @@ def _get(product: Product, *what: str) -> Obj:
     return found
 
 
-def _deployment(product: Product) -> Obj:
-    return product.cluster.api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{MODEL}")
+def _deployment(product: Product, name: str = MODEL) -> Obj:
+    return product.cluster.api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}")
 
 
-def _condition(product: Product, type_: str) -> Obj:
-    obj = product.get("osm", MODEL, namespace=NAMESPACE) or {}
+def _condition(product: Product, type_: str, name: str = MODEL) -> Obj:
+    obj = product.get("osm", name, namespace=NAMESPACE) or {}
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
 
-def _service_address(product: Product) -> str:
-    return f"http://{_get(product, 'svc', MODEL)['spec']['clusterIP']}:8000"
+def _service_address(product: Product, name: str = MODEL) -> str:
+    return f"http://{_get(product, 'svc', name)['spec']['clusterIP']}:8000"
+
+
+def _ask(base: str, model: str, timeout: float) -> tuple[int, Obj]:
+    body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
 
 
 def _assert_replicas_left_to_the_hpa(product: Product) -> None:
