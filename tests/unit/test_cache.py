@@ -37,6 +37,18 @@ def test_the_newest_body_stays_whatever_order_they_come_in() -> None:
     assert "managedFields" in with_managers["metadata"], "the caller's body is left as it was"
 
 
+def test_the_echo_of_our_own_write_is_known_as_such() -> None:
+    store = Store()
+    store.put(obj("a", 5), ours=True)  # the answer to our write
+    assert store.echo(obj("a", 5)), "its watch event brings nothing new"
+    store.put(obj("a", 6))
+    assert not store.echo(obj("a", 6)), "a change by someone else"
+    assert not store.echo(obj("b", 5))
+    store.remove("ns", "a", 7)
+    store.put(obj("a", 8))
+    assert not store.echo(obj("a", 8))
+
+
 def test_a_deleted_object_does_not_come_back_with_a_late_event_but_a_new_one_of_the_same_name_does() -> None:
     store = Store()
     store.put(obj("a", 5))

@@ -119,6 +119,7 @@ def test_a_pull_is_counted_once_with_its_bytes_and_rate() -> None:
     pulled = Observed(pull=JobState(succeeded=True, report=report))
     for _ in range(3):  # every later reconcile sees the same finished Job
         metrics.model_seen(("ns", "m"), status(True), pulled)
+    metrics.model_seen(("ns", "m2"), status(True), pulled)  # another model on the volume: the same pull
     assert value(metrics, "moorage_pulls_total", result="success") == 1
     assert value(metrics, "moorage_pull_bytes_total") == 400 * 2**20
     assert value(metrics, "moorage_pull_rate_bytes_per_second_count") == 1

@@ -8,15 +8,16 @@ import pytest
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import Status
 
+from moorage.api.layout import content_hash
 from moorage.api.model import OpenSourceModel
 from moorage.api.resolved import HubFile, ResolvedSource
-from moorage.plan import weights
+from moorage.plan import finetune, weights
 from moorage.plan.children import plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import DeploymentState, JobState, Observed
 from moorage.plan.serving import TEMPLATE_HASH
 from moorage.plan.status import status
-from moorage.plan.weights import pulled_annotation, weights_id
+from moorage.plan.weights import pulled_annotation
 from moorage.reconcile.reconciler import ApplyError, Reconciler
 from moorage.reconcile.resolver import Resolver
 
@@ -103,17 +104,23 @@ def test_an_invalid_stored_spec_stalls_with_the_field_named() -> None:
 
 
 class JobKube(FakeKube):
-    """The model's pull Job exists as `job`; applies and deletes are recorded, not refused."""
+    """The model's Job `job` exists, and the weights volume unless `volume` is None (marked pulled by an
+    older operator when `volume` is "pulled"); applies and deletes are recorded, not refused."""
 
-    def __init__(self, job: Obj) -> None:
-        super().__init__(refusal(500, "unused"))
+    def __init__(self, job: Obj, model: Obj = MODEL, volume: str | None = None) -> None:
+        super().__init__(refusal(500, "unused"), model)
         self.job = job
+        self.volume = volume
         self.applied: list[str] = []
         self.deleted: list[str] = []
 
-    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+    async def get(self, kind: str, namespace: str, name: str, **_: object) -> Obj | None:
         if kind == "Job" and name == self.job["metadata"]["name"]:
             return self.job
+        if kind == "PersistentVolumeClaim" and self.volume is not None:
+            model = OpenSourceModel.parse(self.model)
+            annotations = {pulled_annotation(model): RESOLVED.sha} if self.volume == "pulled" else {}
+            return {"metadata": {"name": name, "uid": "c-1", "annotations": annotations}}
         return await super().get(kind, namespace, name)
 
     async def apply(self, manifest: Obj, field_manager: str = "moorage") -> None:
@@ -126,38 +133,65 @@ class JobKube(FakeKube):
         pass
 
 
-def _old_pull_job(condition: str | None) -> Obj:
-    """The model's pull Job as an older operator made it: another hash, and a finished condition or none."""
-    name = f"m-pull-{weights_id_of_the_fixture()}"
+def _old_job(name: str, condition: str | None, owner: Obj) -> Obj:
+    """A Job as an older operator made it: another hash, and a finished condition or none."""
     status = {"conditions": [{"type": condition, "status": "True"}]} if condition else {"active": 1}
     return {
         "kind": "Job",
         "metadata": {
             "name": name,
             "annotations": {"moorage.dev/spec-hash": "older"},
-            "ownerReferences": [{"uid": "u-1"}],
+            "ownerReferences": [owner],
         },
         "status": status,
     }
 
 
-def weights_id_of_the_fixture() -> str:
-    return weights_id(OpenSourceModel.parse(MODEL), RESOLVED)
-
-
-@pytest.mark.parametrize(
+TUNED = {
+    **MODEL,
+    "spec": {**MODEL["spec"], "fineTune": {"adapterName": "a", "dataset": {"uri": "hf://datasets/org/data"}}},
+}
+CONDITIONS = pytest.mark.parametrize(
     ("condition", "replaced"),
     [("Complete", False), ("Failed", True), (None, True)],
     ids=["done", "failed", "running"],
 )
+
+
+@CONDITIONS
 def test_a_changed_job_is_replaced_unless_it_finished(condition: str | None, replaced: bool) -> None:
     """An operator upgrade changes the Job template, which is immutable: a Job that succeeded stands, any
     other is deleted (its deletion's event brings the new one); no apply ever hits the old Job."""
-    kube = JobKube(_old_pull_job(condition))
+    name = finetune.job_name(OpenSourceModel.parse(TUNED), RESOLVED, RESOLVED)
+    kube = JobKube(_old_job(name, condition, {"kind": "OpenSourceModel", "uid": "u-1"}), TUNED, "pulled")
     asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
-    name = kube.job["metadata"]["name"]
     assert f"Job/{name}" not in kube.applied
     assert kube.deleted == ([f"Job/{name}"] if replaced else [])
+
+
+@CONDITIONS
+def test_the_volumes_pull_job_is_never_replaced(condition: str | None, replaced: bool) -> None:
+    """Models on one volume share its pull Job, made with the settings of the first: another model's
+    settings (or a new operator's) never replace it nor are applied over it; a person deletes a failed
+    one."""
+    name = weights.pull_job_name(OpenSourceModel.parse(MODEL), RESOLVED)
+    volume = {"kind": "PersistentVolumeClaim", "uid": "c-1"}
+    kube = JobKube(_old_job(name, condition, volume), volume="empty")
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    assert f"Job/{name}" not in kube.applied
+    assert kube.deleted == []
+
+
+def test_the_pull_job_waits_for_the_volume_then_belongs_to_it() -> None:
+    model = OpenSourceModel.parse(MODEL)
+    name = weights.pull_job_name(model, RESOLVED)
+    kube = JobKube({"metadata": {"name": "no-such-job"}})
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    assert f"Job/{name}" not in kube.applied  # no volume yet: its creation's event brings the Job
+    kube = JobKube({"metadata": {"name": "no-such-job"}}, volume="empty")
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    assert f"Job/{name}" in kube.applied
+    assert name == f"moorage-pull-{weights.weights_id(model, RESOLVED)}-{content_hash([], length=8)}"
 
 
 class ClaimKube(JobKube):

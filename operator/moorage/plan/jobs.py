@@ -91,9 +91,12 @@ def program_job(
     backoff_limit: int,
     annotations: dict[str, str] | None = None,
     volumes: list[dict[str, Any]] | None = None,
+    labels_: dict[str, str] | None = None,
+    owner: dict[str, Any] | None = None,
 ) -> Manifest:
     """A Job of one program container, on the weights volume `claim` (None: none), with more `volumes`
-    (which the container mounts itself)."""
+    (which the container mounts itself), more labels (on the Job and its pods) and another owner than the
+    model."""
     weights = [{"name": "weights", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
     pod_spec = {
         "automountServiceAccountToken": False,
@@ -102,7 +105,7 @@ def program_job(
         "containers": [container],
         "volumes": [*weights, *(volumes or ()), {"name": "tmp", "emptyDir": {}}],
     }
-    job_labels = labels(model, component)
+    job_labels = labels(model, component) | (labels_ or {})
     return child(
         model,
         api_version="batch/v1",
@@ -111,4 +114,5 @@ def program_job(
         labels_=job_labels,
         body={"spec": job_spec(container["name"], pod_spec, job_labels, backoff_limit=backoff_limit)},
         annotations=annotations,
+        owner=owner,
     )

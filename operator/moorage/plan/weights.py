@@ -10,7 +10,7 @@ from moorage.api.quantity import GIB
 from moorage.api.resolved import ResolvedSource
 from moorage.plan.config import PlanConfig
 from moorage.plan.jobs import program_container, program_job
-from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, owner_reference, truncate_name
+from moorage.plan.meta import WEIGHTS_LABEL, Manifest, child, owner_reference
 
 HEADROOM_BYTES = 2 * GIB
 """Room beside the weights for adapters, datasets and the filesystem's own overhead."""
@@ -22,7 +22,12 @@ def weights_id(model: OpenSourceModel, resolved: ResolvedSource) -> str:
 
 
 def claim_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
-    return f"moorage-weights-{weights_id(model, resolved)}"
+    return claim_of(weights_id(model, resolved))
+
+
+def claim_of(volume: str) -> str:
+    """The name of the volume whose WEIGHTS_LABEL is `volume`."""
+    return f"moorage-weights-{volume}"
 
 
 def claim_size(model: OpenSourceModel, resolved: ResolvedSource) -> str:
@@ -64,6 +69,7 @@ def snapshot_path(resolved: ResolvedSource) -> str:
 
 
 PULLED_PREFIX = "pulled.moorage.dev/"
+PULL_JOB_PREFIX = "moorage-pull-"
 
 
 def pulled_annotation(model: OpenSourceModel) -> str:
@@ -81,7 +87,10 @@ def pulled_on(claim: Manifest | None, model: OpenSourceModel, resolved: Resolved
 
 
 def pull_job_name(model: OpenSourceModel, resolved: ResolvedSource) -> str:
-    return truncate_name(model.metadata.name, f"pull-{weights_id(model, resolved)}")
+    """One pull per volume and set of include patterns, whichever model asks for it first: the name says
+    which files of which volume, never which model."""
+    include = content_hash(list(model.spec.source.include or ()), length=8)
+    return f"{PULL_JOB_PREFIX}{weights_id(model, resolved)}-{include}"
 
 
 def pull_container(
@@ -94,14 +103,30 @@ def pull_container(
     return program_container(name, args, model, config, requests=("500m", "512Mi"), memory_limit="2Gi")
 
 
-def pull_job(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> Manifest:
+def pull_job(
+    model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig, claim_uid: str
+) -> Manifest:
+    """The Job that fills the volume, owned by the volume (uid `claim_uid`), not by a model: every model on
+    the volume waits for this one pull, which goes on when the model that asked first is deleted, and goes
+    with the volume. It runs with the settings (hub token included) of the model that asked first."""
     container = pull_container("pull", resolved, model.spec.source.include or (), model, config)
+    claim = claim_name(model, resolved)
+    owner = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "name": claim,
+        "uid": claim_uid,
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
     return program_job(
         model,
         container,
         name=pull_job_name(model, resolved),
         component="weights",
-        claim=claim_name(model, resolved),
+        claim=claim,
         backoff_limit=6,
         annotations={"moorage.dev/revision": resolved.sha},
+        labels_={WEIGHTS_LABEL: weights_id(model, resolved)},
+        owner=owner,
     )

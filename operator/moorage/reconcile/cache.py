@@ -57,17 +57,22 @@ class Store:
     _tombstones: dict[Key, int | None] = field(default_factory=dict)
     _by_label: defaultdict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     """(namespace, label key, value) → names; value "" too under the key's own entry for `exists`."""
+    _written: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The version each of our writes made, by object."""
     _by_key: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     _by_owner: defaultdict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def __len__(self) -> int:
         return len(self._objects)
 
-    def put(self, obj: Mapping[str, Any]) -> bool:
-        """Keeps `obj` unless the store holds a newer body (or deleted a newer one); says if it kept it."""
+    def put(self, obj: Mapping[str, Any], *, ours: bool = False) -> bool:
+        """Keeps `obj` unless the store holds a newer body (or deleted a newer one); says if it kept it.
+        `ours`: the API server's answer to our own write (see `echo`)."""
         metadata = obj.get("metadata") or {}
         key = (str(metadata.get("namespace") or ""), str(metadata["name"]))
         version = resource_version(obj)
+        if ours and version is not None:
+            self._written[key] = version
         held = self._objects.get(key)
         if held is not None and not _newer(version, resource_version(held)):
             return False
@@ -97,8 +102,17 @@ class Store:
             return
         self._unindex(key)
         self._objects.pop(key, None)
+        self._written.pop(key, None)
         versions = [v for v in (version, held_version, self._tombstones.get(key)) if v is not None]
         self._tombstones[key] = max(versions) if versions else None
+
+    def echo(self, obj: Mapping[str, Any]) -> bool:
+        """Whether `obj` is, as a watch brings it, the version our own last write made: nothing in it is
+        news to the reconcile that wrote it, so it wakes no one."""
+        metadata = obj.get("metadata") or {}
+        key = (str(metadata.get("namespace") or ""), str(metadata.get("name")))
+        version = resource_version(obj)
+        return version is not None and self._written.get(key) == version
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self._objects.get((namespace, name))

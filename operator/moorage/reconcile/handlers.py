@@ -2,6 +2,7 @@
 and every body the watches bring goes into the cache the reconcile reads from."""
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,7 +16,8 @@ from moorage.api.model import GROUP, PLURAL, VERSION
 from moorage.plan.autoscaling import KEDA_CRD
 from moorage.plan.config import PlanConfig
 from moorage.plan.gateway import GATEWAY_KINDS
-from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR
+from moorage.plan.meta import MANAGED_BY, MODEL_LABEL, OPERATOR, WEIGHTS_LABEL
+from moorage.plan.weights import claim_of
 from moorage.reconcile.cache import Cache, Store, resource_version
 from moorage.reconcile.discovery import Discovery
 from moorage.reconcile.kube import Kube
@@ -137,30 +139,48 @@ def _seen(watched: Watched, type: str | None, body: kopf.Body) -> None:
         )
 
 
+def _echo(watched: Watched, body: kopf.Body) -> bool:
+    """The event brings what our own write made (a status, an apply): the reconcile that wrote it knew
+    it all. Without this, each write would cost its model one more reconcile that finds nothing to do."""
+    return Operator.cache.store(watched.kind).echo(body)
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def _model_event(
     type: str | None, body: kopf.Body, namespace: str | None, name: str | None, **_: Any
 ) -> None:
     _seen(MODELS, type, body)
-    if type != "DELETED":
+    if type != "DELETED" and not _echo(MODELS, body):
         _trigger(namespace, name)
     elif namespace and name:
         Operator.metrics.model_gone((namespace, name))
 
 
-def _owners(body: kopf.Body) -> list[str]:
-    labelled = body.get("metadata", {}).get("labels", {}).get(MODEL_LABEL)
-    owners = [
-        o["name"]
-        for o in body.get("metadata", {}).get("ownerReferences", [])
-        if o.get("kind") == "OpenSourceModel"
-    ]
-    return owners or ([labelled] if labelled else [])
+def _owners(body: Mapping[str, Any]) -> list[str]:
+    """The models an object concerns: its owners, the owners of the weights volume whose pull it is, or
+    the model its label names (pods belong to ReplicaSets and Jobs, not to models)."""
+    if owners := _model_owners(body):
+        return owners
+    metadata = body.get("metadata", {})
+    labels = metadata.get("labels", {})
+    if volume := labels.get(WEIGHTS_LABEL):
+        # Every model on the volume waits for its one pull.
+        claim = Operator.cache.store(CLAIMS.kind).get(metadata.get("namespace") or "", claim_of(volume))
+        return _model_owners(claim) if claim else []
+    labelled = labels.get(MODEL_LABEL)
+    return [labelled] if labelled else []
+
+
+def _model_owners(body: Mapping[str, Any]) -> list[str]:
+    references = body.get("metadata", {}).get("ownerReferences", [])
+    return [o["name"] for o in references if o.get("kind") == "OpenSourceModel"]
 
 
 def _child_handler(watched: Watched) -> None:
     async def child_event(type: str | None, body: kopf.Body, namespace: str | None, **_: Any) -> None:
         _seen(watched, type, body)
+        if _echo(watched, body):
+            return
         for owner in _owners(body):
             _trigger(namespace, owner)
 
@@ -174,9 +194,10 @@ async def _claim_event(type: str | None, body: kopf.Body, namespace: str | None,
     # A weights volume is shared: every owner's apply of its own owner reference changes it, and waking
     # every owner for each would make N models cost N² reconciles. Nothing in a model's plan or status
     # reads the volume but its pulled annotations, and those the cache holds without waking anyone: only
-    # its deletion (the owners must make it again) concerns them.
+    # its creation (the volume's pull Job belongs to it, so waits for its uid) and its deletion (the owners
+    # must make it again) concern them.
     _seen(CLAIMS, type, body)
-    if type == "DELETED":
+    if type in ("ADDED", "DELETED"):
         for owner in _owners(body):
             _trigger(namespace, owner)
 

@@ -129,7 +129,7 @@ class Kube:
     def _remember(self, kind: str, answer: Any) -> None:
         """The API server's answer to our write: the body the next reconcile must see."""
         if answer is not None and kind in self.cache.stores:
-            self.cache.store(kind).put(_plain(answer))
+            self.cache.store(kind).put(_plain(answer), ours=True)
 
     async def served(self, kind: str, namespace: str) -> bool:
         """Whether the API server serves `kind` (its CRD is installed): a list of at most one object in a

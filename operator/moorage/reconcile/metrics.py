@@ -34,6 +34,7 @@ from moorage.plan.serving import TEMPLATE_HASH
 
 Key = tuple[str, str]
 Identity = tuple[object, ...]
+PULLS_REMEMBERED = 10_000
 Work = Callable[[str, str], Awaitable[float | None]]
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -62,8 +63,6 @@ class ModelFacts:
     desired_replicas: int | None = None
     ready_replicas: int = 0
     final_loss: float | None = None
-    pull_report: Identity | None = None
-    """The identity of the pull report already counted."""
 
 
 def error_reason(error: BaseException) -> str:
@@ -81,6 +80,8 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     queue: QueueView | None = None
     _models: dict[Key, ModelFacts] = field(default_factory=dict)
+    _pulls_counted: dict[Identity, None] = field(default_factory=dict)
+    """Finished pulls already counted, oldest first: a volume's one pull is seen by every model on it."""
 
     def __post_init__(self) -> None:
         registry = self.registry
@@ -152,7 +153,6 @@ class Metrics:
         plan: Plan | None = None,
     ) -> None:
         """What one reconcile of a model found: its status, and what it read and planned."""
-        before = self._models.get(key, ModelFacts())
         deployment = observed.deployment if observed else None
         planned = next((c for c in plan.children if c["kind"] == "Deployment"), None) if plan else None
         tuned = status.fine_tune
@@ -163,29 +163,31 @@ class Metrics:
             desired_replicas=deployment.desired_replicas if deployment else None,
             ready_replicas=status.ready_replicas or 0,
             final_loss=tuned.final_loss if tuned else None,
-            pull_report=self._count_pull(observed.pull if observed else None, before.pull_report),
         )
+        self._count_pull(key[0], observed.pull if observed else None)
         self._models[key] = facts
 
     def model_gone(self, key: Key) -> None:
         self._models.pop(key, None)
 
-    def _count_pull(self, pull: JobState | None, counted: Identity | None) -> Identity | None:
-        """Counts a finished pull once, when its report is first seen; returns the report's identity."""
+    def _count_pull(self, namespace: str, pull: JobState | None) -> None:
+        """Counts a finished pull once, when its report is first seen by any model."""
         report = pull.report if pull is not None and (pull.succeeded or pull.failed) else None
         if report is None:
-            return counted
+            return
         details = report.details
-        identity = (report.ok, report.reason, details.get("sha"), details.get("seconds"))
-        if identity == counted:
-            return counted
+        identity = (namespace, report.ok, report.reason, details.get("sha"), details.get("seconds"))
+        if identity in self._pulls_counted:
+            return
+        self._pulls_counted[identity] = None
+        if len(self._pulls_counted) > PULLS_REMEMBERED:
+            del self._pulls_counted[next(iter(self._pulls_counted))]
         self.pulls.labels("success" if report.ok else "failure").inc()
         transferred, seconds = details.get("transferred"), details.get("seconds")
         if isinstance(transferred, int | float) and transferred >= 0:
             self.pull_bytes.inc(transferred)
             if isinstance(seconds, int | float) and seconds > 0 and transferred > 0:
                 self.pull_rate.observe(transferred / seconds)
-        return identity
 
     def models(self) -> list[tuple[Key, ModelFacts]]:
         """A copy, safe to read from the scrape thread while the event loop replaces entries."""

@@ -16,7 +16,7 @@ from moorage.api.errors import describe
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import AdapterStatus, ConditionType, OpenSourceModelStatus
-from moorage.plan import adapters, serving, weights
+from moorage.plan import adapters, serving
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
@@ -104,7 +104,6 @@ class Reconciler:
             await self._apply(raw, model, the_plan, world)
             await self._remove_unwanted_gateway(model, the_plan, world)
             if world.observed.resolved is not None and world.observed.problem is None:
-                await self._mark_pulled(model, world)
                 await self._clean_up(model, the_plan, world)
         except ApplyError as error:
             if namespace_terminating(error.cause):
@@ -176,6 +175,10 @@ class Reconciler:
     ) -> None:
         namespace, uid = model.metadata.namespace, model.metadata.uid
         kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if kind == "Job" and _owned_by_volume(manifest):
+            if live is None:
+                await self._start_pull(model, manifest)
+            return  # the volume's pull is every model's on it: none replaces it (their settings may differ)
         changed = live is None or not _up_to_date(live, manifest, uid)
         if live is not None and kind == "Job":
             if not changed or _succeeded(live):
@@ -227,6 +230,20 @@ class Reconciler:
         if kind == "Deployment" and the_plan.rollback is None:
             await self.kube.event(raw, "Normal", *_deployment_event(live, manifest, the_plan))
 
+    async def _start_pull(self, model: OpenSourceModel, manifest: Obj) -> None:
+        """Makes the volume's pull Job. Models on one volume reconcile at once: another may have made it
+        since the cache was read, with its own settings (an immutable template then refuses ours)."""
+        name = manifest["metadata"]["name"]
+        try:
+            await self.kube.apply(manifest)
+        except ApiError as error:
+            if error.status.code not in (409, 422):
+                raise
+            if await self.kube.get("Job", model.metadata.namespace, name, watched=False) is None:
+                raise
+            return
+        log.info("%s/%s: started Job %s, the weights volume's pull", *model.key, name)
+
     async def _hand_over_replicas(self, live: Obj, manifest: Obj) -> None:
         """An autoscaler takes the Deployment's replicas over: before our apply leaves them out, another
         field manager of ours co-owns the current count, or the API server would reset it to 1 (a field
@@ -270,19 +287,6 @@ class Reconciler:
                 except ApiError as error:
                     raise ApplyError(api.kind, name, error) from error
                 log.info("%s/%s: removed %s %s (no longer in spec.gateway)", *model.key, api.kind, name)
-
-    async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
-        """A pull Job of ours succeeded: the volume says so, for the next model on the same weights."""
-        resolved, pull = world.observed.resolved, world.observed.pull
-        if resolved is None or pull is None or not pull.succeeded or pull.on_volume:
-            return
-        name = weights.claim_name(model, resolved)
-        claim = world.live.get(("PersistentVolumeClaim", name))
-        if claim is None or weights.pulled_on(claim, model, resolved):
-            return
-        key = weights.pulled_annotation(model).replace("~", "~0").replace("/", "~1")
-        patch = [{"op": "add", "path": f"/metadata/annotations/{key}", "value": resolved.sha}]
-        await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
 
     async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
@@ -404,6 +408,11 @@ def _same_hash(live: Obj, manifest: Obj) -> bool:
 
 def _name(metadata: Obj) -> Obj:
     return {"name": metadata["name"], "namespace": metadata["namespace"]}
+
+
+def _owned_by_volume(manifest: Obj) -> bool:
+    owners = manifest["metadata"].get("ownerReferences") or []
+    return any(o.get("kind") == "PersistentVolumeClaim" for o in owners)
 
 
 def _succeeded(job: Obj) -> bool:
