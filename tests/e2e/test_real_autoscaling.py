@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_real_scale_to_zero import chat, manifest
 from test_real_serving import Product, installed_product
 
 from moorage.devcluster import Cluster, wait_for
@@ -52,28 +53,6 @@ Obj = dict[str, Any]
 ZERO_MODEL = "tiny-zero"
 ZERO_COOLDOWN_S = 20
 """KEDA's cooldownPeriod (the model's scaleDownWindowSeconds): idle this long, the model goes to zero."""
-
-
-def zero_manifest() -> Obj:
-    return {
-        "apiVersion": "moorage.dev/v1alpha1",
-        "kind": "OpenSourceModel",
-        "metadata": {"name": ZERO_MODEL},
-        "spec": {
-            "source": {"uri": f"hf://{TINY_SERVABLE}"},
-            "serving": {
-                "gpus": 0,
-                "resources": {"cpu": "500m"},
-                "vllm": {"maxModelLen": 128, "extraArgs": ["--enforce-eager"]},
-                "autoscaling": {
-                    "minReplicas": 0,
-                    "maxReplicas": 1,
-                    "scaleDownWindowSeconds": ZERO_COOLDOWN_S,
-                    "coldStart": {"holdTimeoutSeconds": 300},
-                },
-            },
-        },
-    }
 
 
 def model_manifest() -> Obj:
@@ -228,7 +207,9 @@ def test_idleness_scales_to_zero_and_a_request_is_held_and_answered(product: Pro
     activator (its metrics-api trigger, through the cluster's DNS) and keeps the model up, and once idle
     again (its `in-use` trigger inactive for the cooldown) KEDA takes it back to zero."""
     started = time.monotonic()
-    product.cluster.apply(zero_manifest(), namespace=NAMESPACE)
+    product.cluster.apply(
+        manifest(name=ZERO_MODEL, namespace=NAMESPACE, scale_down_s=ZERO_COOLDOWN_S), namespace=NAMESPACE
+    )
     wait_for(
         lambda: _condition(product, "Ready", ZERO_MODEL).get("status") == "True",
         timeout=600,
@@ -251,7 +232,7 @@ def test_idleness_scales_to_zero_and_a_request_is_held_and_answered(product: Pro
     time.sleep(2)  # kube-proxy programs the new endpoints
 
     sent = time.monotonic()
-    status, answer = _ask(_service_address(product, ZERO_MODEL), ZERO_MODEL, timeout=300)
+    status, answer, _ = chat(_service_address(product, ZERO_MODEL), 300, ZERO_MODEL)
     product.timings["cold_start_real_keda_s"] = round(time.monotonic() - sent, 1)
     assert status == 200 and answer["model"] == ZERO_MODEL, answer
     # KEDA keeps the model it did not wake: its triggers (the held count first) are active, none failed.
@@ -262,7 +243,7 @@ def test_idleness_scales_to_zero_and_a_request_is_held_and_answered(product: Pro
     assert "Failing" not in json.dumps(scaled["status"].get("health", {})), scaled["status"]
     wait_for(lambda: product.get("endpointslice", f"{ZERO_MODEL}-activator", namespace=NAMESPACE) is None,
              timeout=60, what="the activator out of the path")  # fmt: skip
-    status, _ = _ask(_service_address(product, ZERO_MODEL), ZERO_MODEL, timeout=60)
+    status, _, _ = chat(_service_address(product, ZERO_MODEL), 60, ZERO_MODEL)
     assert status == 200
     # Idle again: once its last answers age out of `in-use` (two minutes) and the cooldown passes, KEDA
     # takes it back to zero; nobody else writes its replicas.
@@ -311,18 +292,6 @@ def _condition(product: Product, type_: str, name: str = MODEL) -> Obj:
 
 def _service_address(product: Product, name: str = MODEL) -> str:
     return f"http://{_get(product, 'svc', name)['spec']['clusterIP']}:8000"
-
-
-def _ask(base: str, model: str, timeout: float) -> tuple[int, Obj]:
-    body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
-    request = urllib.request.Request(
-        f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 def _assert_replicas_left_to_the_hpa(product: Product) -> None:

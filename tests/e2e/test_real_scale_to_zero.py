@@ -35,22 +35,32 @@ SHORT_HOLD_S = 5
 Obj = dict[str, Any]
 
 
-def manifest(hub: FakeHub, hold_s: int = HOLD_S) -> Obj:
+def manifest(
+    hold_s: int = HOLD_S,
+    *,
+    name: str = MODEL,
+    namespace: str = NAMESPACE,
+    scale_down_s: int | None = None,
+) -> Obj:
+    """A tiny model on CPU that scales to zero, held at most `hold_s` while it wakes up."""
+    autoscaling: Obj = {
+        "minReplicas": 0,
+        "maxReplicas": 1,
+        "coldStart": {"holdTimeoutSeconds": hold_s, "maxQueued": 10},
+    }
+    if scale_down_s is not None:
+        autoscaling["scaleDownWindowSeconds"] = scale_down_s
     return {
         "apiVersion": "moorage.dev/v1alpha1",
         "kind": "OpenSourceModel",
-        "metadata": {"name": MODEL, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "source": {"uri": f"hf://{TINY_SERVABLE}"},
             "serving": {
                 "gpus": 0,
                 "resources": {"cpu": "500m"},
                 "vllm": {"maxModelLen": 128, "extraArgs": ["--enforce-eager"]},
-                "autoscaling": {
-                    "minReplicas": 0,
-                    "maxReplicas": 1,
-                    "coldStart": {"holdTimeoutSeconds": hold_s, "maxQueued": 10},
-                },
+                "autoscaling": autoscaling,
             },
         },
     }
@@ -120,8 +130,9 @@ def product(real_cluster: Cluster, real_keda_crd: str, helm: str) -> Iterator[Pr
             print(running.logs()[-8000:])
 
 
-def _chat(base: str, timeout: float) -> tuple[int, Obj, dict[str, str]]:
-    body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
+def chat(base: str, timeout: float, model: str = MODEL) -> tuple[int, Obj, dict[str, str]]:
+    """One short chat request to `model` at `base`: the status, the answer and the headers."""
+    body = {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "w4 w5"}]}
     request = urllib.request.Request(
         f"{base}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
@@ -150,7 +161,7 @@ def _start_phases(pod: Obj) -> dict[str, float]:
 
 def test_a_model_that_scales_to_zero_comes_up_and_leaves_replicas_to_the_scaler(product: Product) -> None:
     started = time.monotonic()
-    product.cluster.apply(manifest(product.hub), namespace=NAMESPACE)
+    product.cluster.apply(manifest(), namespace=NAMESPACE)
     wait_for(
         lambda: product.condition("Ready").get("status") == "True",
         timeout=900,
@@ -167,14 +178,14 @@ def test_a_model_that_scales_to_zero_comes_up_and_leaves_replicas_to_the_scaler(
     assert deployment["metadata"]["annotations"]["moorage.dev/replicas-owner"] == "autoscaler"
     # A replica is ready: the activator is out of the path.
     wait_for(lambda: product.get("endpointslice", SLICE) is None, timeout=60, what="no activator slice")
-    status, answer, _ = _chat(product.service(), timeout=60)
+    status, answer, _ = chat(product.service(), timeout=60)
     assert status == 200 and answer["model"] == MODEL
 
 
 def test_a_request_at_zero_is_held_and_answered(product: Product, tmp_path: Path) -> None:
     product.scale_to_zero()
     sent = time.monotonic()
-    status, answer, _ = _chat(product.service(), timeout=HOLD_S + 30)
+    status, answer, _ = chat(product.service(), timeout=HOLD_S + 30)
     product.timings["cold_start_s"] = round(time.monotonic() - sent, 1)
     assert status == 200, f"{answer}\n{product.logs()}"
     assert answer["model"] == MODEL and answer["choices"][0]["message"]["role"] == "assistant"
@@ -182,17 +193,17 @@ def test_a_request_at_zero_is_held_and_answered(product: Product, tmp_path: Path
     product.timings |= _start_phases(product.serving_pods()[0])
     # The activator steps out of the data path once the replica is ready.
     wait_for(lambda: product.get("endpointslice", SLICE) is None, timeout=60, what="activator slice deleted")
-    status, _, _ = _chat(product.service(), timeout=60)
+    status, _, _ = chat(product.service(), timeout=60)
     assert status == 200
     activator_log = product.cluster.kubectl("logs", "-n", SYSTEM, "deploy/moorage-activator").stdout
     assert f"{NAMESPACE}/{MODEL}: scaled 0 -> 1 replica" in activator_log
     events = product.get("events", "--field-selector", f"involvedObject.name={MODEL}")["items"]
     assert "DriftReverted" not in {e["reason"] for e in events}, "the operator never fought the wake"
-    assert_no_gitops_drift(product.cluster, NAMESPACE, manifest(product.hub), tmp_path)
+    assert_no_gitops_drift(product.cluster, NAMESPACE, manifest(), tmp_path)
 
 
 def test_a_request_past_the_hold_timeout_gets_a_clear_503(product: Product) -> None:
-    product.cluster.apply(manifest(product.hub, hold_s=SHORT_HOLD_S), namespace=NAMESPACE)
+    product.cluster.apply(manifest(SHORT_HOLD_S), namespace=NAMESPACE)
     wait_for(
         lambda: (
             f'"holdTimeoutSeconds": {SHORT_HOLD_S}'
@@ -204,7 +215,7 @@ def test_a_request_past_the_hold_timeout_gets_a_clear_503(product: Product) -> N
     product.scale_to_zero()
     time.sleep(10)  # the activator rereads a model's settings every 10 s
     sent = time.monotonic()
-    status, answer, headers = _chat(product.service(), timeout=60)
+    status, answer, headers = chat(product.service(), timeout=60)
     waited = time.monotonic() - sent
     assert status == 503, f"{answer}\n{product.logs()}"
     assert answer["error"]["type"] == "model_not_ready" and "holdTimeoutSeconds" in answer["error"]["message"]
