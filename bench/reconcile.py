@@ -13,7 +13,8 @@ few base repositories, the others each have a base of their own. It prints, per 
     .venv/bin/python bench/reconcile.py [--models 100 300 1000] [--idle-seconds 60] [--profile]
 
 `--profile DIR` runs the operator under py-spy (`pip install py-spy`) and writes its collapsed stacks per N
-(flamegraph.pl or speedscope read them); `--logs DIR` keeps the operator's log and the audit log.
+(flamegraph.pl or speedscope read them), and the API server's CPU profile over the first minute from the
+first apply (`go tool pprof -top` reads it); `--logs DIR` keeps the operator's log and the audit log.
 """
 
 import argparse
@@ -30,7 +31,7 @@ import threading
 import time
 import timeit
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,7 @@ from moorage.plan.children import plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.observed import JobState, Observed
 from moorage.plan.status import status
+from moorage.plan.weights import pull_job_name
 
 NAMESPACE = "bench"
 USER_AGENT = "moorage-bench"
@@ -96,6 +98,18 @@ def serve_bases(hub: FakeHub, repos: set[str]) -> None:
         hub.add_repo(repo, files, revisions={"main": sha})
 
 
+def pull_jobs(models: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each pull Job's name, and the models that wait for it: one pull per weights volume."""
+    sha = commit_sha(model_files())
+    jobs: dict[str, list[str]] = defaultdict(list)
+    for body in models:
+        model = OpenSourceModel.parse(body)
+        repo = model.spec.source.uri.removeprefix("hf://")
+        resolved = ResolvedSource(model.spec.source.uri, repo, "model", "main", sha, ())
+        jobs[pull_job_name(model, resolved)].append(model.metadata.name)
+    return jobs
+
+
 def manifest(index: int, base: str) -> dict[str, Any]:
     return {
         "apiVersion": "moorage.dev/v1alpha1",
@@ -120,6 +134,14 @@ class Api:
             req.add_header("Content-Type", content_type)
         with urllib.request.urlopen(req, context=self.context, timeout=300) as resp:
             return json.loads(resp.read() or b"{}")
+
+    def cpu_profile(self, seconds: int, into: Path) -> None:
+        """The API server's own CPU profile (Go pprof) over the next `seconds`: `go tool pprof -top` reads
+        it."""
+        req = urllib.request.Request(f"{self.server}/debug/pprof/profile?seconds={seconds}")
+        req.add_header("User-Agent", USER_AGENT)
+        with urllib.request.urlopen(req, context=self.context, timeout=seconds + 60) as resp:
+            into.write_bytes(resp.read())
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply, as `kubectl apply --server-side` does, one request per object."""
@@ -217,6 +239,13 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return peak / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def cpu_seconds(cluster: Cluster, operator: OperatorProcess) -> dict[str, float]:
+    """CPU seconds so far of each process at work: the operator, each cluster component, this bench."""
+    pids = {**cluster.pids(), "operator": operator_pid(operator.process)}
+    found = {name: proc_stats(pid)[1] for name, pid in pids.items() if Path(f"/proc/{pid}").exists()}
+    return found | {"bench (applies, watch)": time.process_time()}
+
+
 def operator_pid(process: subprocess.Popen[bytes]) -> int:
     """The Python process itself (under py-spy, its child)."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
@@ -233,7 +262,9 @@ def run(
         workdir = Path(tmp)
         started = time.time()
         with (
-            Cluster.start(workdir / "cluster", gpu_nodes=math.ceil(count / 8) + 1) as cluster,
+            Cluster.start(
+                workdir / "cluster", gpu_nodes=math.ceil(count / 8) + 1, profiling=profile is not None
+            ) as cluster,
             FakeHub().start() as hub,
         ):
             add_demo_repos(hub)
@@ -252,6 +283,10 @@ def run(
             stop = threading.Event()
             watcher = threading.Thread(target=api.watch_ready, args=(ready, stop), daemon=True)
             watcher.start()
+            if profile is not None:  # the API server's first minute of the run, beside the operator's
+                into = profile.with_name(f"kube-apiserver-{count}.pprof")
+                threading.Thread(target=api.cpu_profile, args=(60, into), daemon=True).start()
+            cpu_at_start = cpu_seconds(cluster, operator)
             first_apply = time.time()
             with ThreadPoolExecutor(max_workers=8) as pool:
                 for at in range(0, count, BATCH):
@@ -265,6 +300,7 @@ def run(
                     raise SystemExit(f"only {len(ready)} of {count} models Ready after {timeout:.0f} s")
                 time.sleep(0.2)
             converged = max(ready.values())
+            cpu_busy = {k: v - cpu_at_start.get(k, 0.0) for k, v in cpu_seconds(cluster, operator).items()}
             time.sleep(5)  # the last events of the rollouts drain
             quiet_start = time.time()
             time.sleep(idle_seconds)
@@ -289,12 +325,13 @@ def run(
     applies = audit.first(first_apply, {"patch"}, ours=True)
     written = audit.first(first_apply, {"create", "patch"}, ours=False)
     apply_at = {m["metadata"]["name"]: applies[("opensourcemodels", m["metadata"]["name"])] for m in models}
+    pulls = pull_jobs(models)
     job_at: dict[str, float] = {}
     for (resource, name), at in written.items():
-        if resource == "jobs" and "-pull-" in name:
-            owner = name.split("-pull-")[0]
+        for owner in pulls.get(name, []) if resource == "jobs" else []:
             job_at[owner] = min(at, job_at.get(owner, at))
-    to_job = [job_at[name] - at for name, at in apply_at.items() if name in job_at]
+    # 0 for a model whose volume's pull had begun before it came.
+    to_job = [max(0.0, job_at[name] - at) for name, at in apply_at.items() if name in job_at]
     to_deployment = [
         written[("deployments", name)] - at
         for name, at in apply_at.items()
@@ -303,7 +340,7 @@ def run(
     to_ready = [ready[name] - at for name, at in apply_at.items()]
     writes = [e for e in busy if e["verb"] in WRITES]
     by_kind = _by_kind(writes)
-    steps = phases(audit, first_apply, apply_at, ready)
+    steps = phases(audit, first_apply, apply_at, ready, pulls)
     minutes = (quiet_end - quiet_start) / 60
     return {
         "models": count,
@@ -324,6 +361,7 @@ def run(
         "idle_watches_min": sum(e["verb"] == "watch" for e in idle) / minutes,
         "idle_other": sorted({f"{e['verb']} {e['requestURI']}" for e in idle if e["verb"] != "watch"})[:5],
         "phases": steps,
+        "cpu_busy": {k: round(v, 1) for k, v in sorted(cpu_busy.items(), key=lambda kv: -kv[1])},
         "rss_mib": rss,
         "cpu_s": cpu,
         "load": (load_before[0], load_after[0]),
@@ -342,7 +380,11 @@ PHASES = (
 
 
 def phases(
-    audit: Audited, since: float, apply_at: dict[str, float], ready: dict[str, float]
+    audit: Audited,
+    since: float,
+    apply_at: dict[str, float],
+    ready: dict[str, float],
+    pulls: dict[str, list[str]],
 ) -> dict[str, float]:
     """Where a model's time goes, from the audit log: the median of each step over the models that pulled."""
     marks: dict[str, dict[str, float]] = {
@@ -357,10 +399,9 @@ def phases(
             continue
         ref = e.get("objectRef") or {}
         resource, sub, name = ref.get("resource"), ref.get("subresource"), ref.get("name", "")
-        owner = name.split("-")[0]
-        if owner not in marks:
-            continue
-        pull = "-pull-" in name
+        job = name if resource == "jobs" else name.rsplit("-", 1)[0]  # a Job's pod: <job>-<suffix>
+        pull = job in pulls
+        owners = pulls[job] if pull else [name.split("-")[0]]
         user = e["user"]["username"]
         step = None
         if resource == "jobs" and not sub and pull and user == ADMIN_USER:
@@ -369,15 +410,21 @@ def phases(
             step = "pull_bound" if pull else "serve_bound"
         elif resource == "pods" and sub == "status" and "kwok" in user:
             step = "pull_done" if pull else "serve_running"
-            marks[owner][step] = e["t"]  # the last one: finished, or running
-            continue
         elif resource == "deployments" and not sub and user == ADMIN_USER:
             step = "deploy"
-        if step is not None:
-            marks[owner].setdefault(step, e["t"])
+        for owner in owners:
+            if step is None or owner not in marks:
+                continue
+            if step in ("pull_done", "serve_running"):
+                marks[owner][step] = e["t"]  # the last one: finished, or running
+            else:
+                marks[owner].setdefault(step, e["t"])
     found: dict[str, float] = {}
     for label, start, end in PHASES:
-        spans = [m[end] - m[start] for m in marks.values() if start in m and end in m and "job" in m]
+        # A model that came to a volume whose pull had begun, or ended, waited for none of it: 0.
+        spans = [
+            max(0.0, m[end] - m[start]) for m in marks.values() if start in m and end in m and "job" in m
+        ]
         found[label] = statistics.median(spans) if spans else float("nan")
     return found
 
@@ -424,6 +471,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         lines.append(f"\nwrites by kind at {r['models']}: {r['writes_by_kind']}")
         lines.append(f"reads by kind at {r['models']}: {r['reads_by_kind']}")
+        lines.append(f"CPU seconds from first apply to all Ready at {r['models']}: {r['cpu_busy']}")
         lines.append(f"where a model's time goes at {r['models']} (medians, models that pulled):")
         lines += [f"  {label:<66} {seconds:6.1f} s" for label, seconds in r["phases"].items()]
         if r["idle_other"]:

@@ -205,7 +205,6 @@ def render(models: Sequence[OpenSourceModel], config: PlanConfig, resolve: bool)
             resolved=resolved,
             dataset=dataset,
             pull=done,
-            claim_uid=RENDER_UID,  # the volume owns its pull Job; offline, no uid is known
             finetune=done,
             adapters=adapters,
             adapters_job=done,

@@ -863,13 +863,12 @@ def test_control_plane_restarts_and_expired_watches_lose_no_change(
         f"every change seen {recovered:.1f}s after"
     )
     for name in expected:
-        # One pull Job at most: models after the first find the weights already pulled on the volume.
-        jobs = get(cluster, namespace, "jobs", "-l", f"moorage.dev/model={name}")["items"]
-        assert len(jobs) <= 1, [j["metadata"]["name"] for j in jobs]
         replica_sets = get(cluster, namespace, "replicasets", "-l", f"moorage.dev/model={name}")["items"]
         assert len(replica_sets) == 1, [r["metadata"]["name"] for r in replica_sets]
     claims = get(cluster, namespace, "pvc", "-l", "moorage.dev/weights")["items"]
     assert len(claims) == 1, "the four models share one weights volume"
+    pulls = get(cluster, namespace, "jobs", "-l", "moorage.dev/weights")["items"]
+    assert len(pulls) == 1, ("and its one pull", [j["metadata"]["name"] for j in pulls])
 
 
 def test_a_model_on_weights_already_pulled_deploys_without_a_job(
@@ -894,6 +893,7 @@ def test_a_model_on_weights_already_pulled_deploys_without_a_job(
     print(f"\napply → Deployment of a model on weights already pulled: {took:.2f}s")
     assert took < 2.0
     assert not get(cluster, namespace, "jobs", "-l", "moorage.dev/model=follower")["items"]
+    assert len(get(cluster, namespace, "jobs", "-l", "moorage.dev/weights")["items"]) == 1
     weights = wait_condition(cluster, namespace, "follower", "WeightsReady")
     assert "verified on the cache volume" in weights["message"]
     wait_condition(cluster, namespace, "follower", "Ready")

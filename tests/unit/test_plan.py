@@ -17,8 +17,6 @@ from moorage.plan.status import status
 
 CONFIG = PlanConfig()
 NOW = "2026-11-26T12:00:00Z"
-VOLUME_UID = "c-1"
-"""The weights volume exists: its pull Job can belong to it."""
 SHA = "a" * 40
 NEW_SHA = "b" * 40
 
@@ -67,7 +65,7 @@ def conditions(s: OpenSourceModelStatus) -> dict[str, tuple[str, str]]:
 
 def test_no_deployment_before_the_weights_are_pulled() -> None:
     m = model()
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(active=True))
+    observed = Observed(resolved=resolved(), pull=JobState(active=True))
     p = plan(m, observed, CONFIG)
     assert kinds(p.children) == ["Service", "PersistentVolumeClaim", "Job"]
     c = conditions(status(m, observed, p, CONFIG, NOW))
@@ -78,7 +76,7 @@ def test_no_deployment_before_the_weights_are_pulled() -> None:
 
 def test_deployment_once_pulled_then_ready_when_rolled_out() -> None:
     m = model(serving={"replicas": 2})
-    pulled = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    pulled = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     p = plan(m, pulled, CONFIG)
     assert kinds(p.children) == [
         "Service",
@@ -133,7 +131,7 @@ def test_new_revision_keeps_serving_the_old_weights_until_pulled() -> None:
 def test_user_problems_stall_with_the_field_named() -> None:
     m = model()
     problem = Problem("InsufficientGPUMemory", "spec.serving.gpus: needs 4 x nvidia-l4")
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, problem=problem)
+    observed = Observed(resolved=resolved(), problem=problem)
     p = plan(m, observed, CONFIG)
     assert kinds(p.children) == ["Service"], "no GPU is taken before the model is known to fit"
     c = conditions(status(m, observed, p, CONFIG, NOW))
@@ -144,7 +142,7 @@ def test_user_problems_stall_with_the_field_named() -> None:
 def test_failed_pull_reports_the_program_reason() -> None:
     m = model()
     report = Report(ok=False, reason="ChecksumMismatch", message="model.safetensors: sha256 mismatch")
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(failed=True, report=report))
+    observed = Observed(resolved=resolved(), pull=JobState(failed=True, report=report))
     s = status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW)
     assert conditions(s)["Stalled"] == ("True", "ChecksumMismatch")
     assert "sha256 mismatch" in next(c.message for c in s.conditions if c.type == "Stalled")
@@ -152,12 +150,9 @@ def test_failed_pull_reports_the_program_reason() -> None:
 
 def test_unschedulable_says_why() -> None:
     m = model(serving={"gpus": 8})
-    deployment = plan(
-        m, Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True)), CONFIG
-    ).children[-1]
+    deployment = plan(m, Observed(resolved=resolved(), pull=JobState(succeeded=True)), CONFIG).children[-1]
     observed = Observed(
         resolved=resolved(),
-        claim_uid=VOLUME_UID,
         pull=JobState(succeeded=True),
         deployment=deployment_state(deployment, 0),
         serving_blocked=Problem("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
@@ -168,14 +163,10 @@ def test_unschedulable_says_why() -> None:
 
 def test_progress_deadline_stalls() -> None:
     m = model()
-    deployment = plan(
-        m, Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True)), CONFIG
-    ).children[-1]
+    deployment = plan(m, Observed(resolved=resolved(), pull=JobState(succeeded=True)), CONFIG).children[-1]
     state = deployment_state(deployment, 0)
     stuck = DeploymentState(**{**state.__dict__, "progress_deadline_exceeded": "ReplicaSet has timed out"})
-    observed = Observed(
-        resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True), deployment=stuck
-    )
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True), deployment=stuck)
     assert conditions(status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW))["Stalled"] == (
         "True",
         "ProgressDeadlineExceeded",
@@ -184,7 +175,7 @@ def test_progress_deadline_stalls() -> None:
 
 def test_transition_time_moves_only_when_status_flips() -> None:
     m = model()
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(active=True))
+    observed = Observed(resolved=resolved(), pull=JobState(active=True))
     first = status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW)
     again = status(
         m.model_copy(update={"status": first}),
@@ -198,13 +189,12 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 
 def test_fine_tune_trains_after_pull_and_serves_the_adapter() -> None:
     m = model(fineTune={"dataset": {"uri": "pvc://data/train.jsonl"}, "lora": {"r": 8}})
-    pulled = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    pulled = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     p = plan(m, pulled, CONFIG)
     assert kinds(p.children) == ["Service", "PersistentVolumeClaim", "Job", "Job"]
     assert conditions(status(m, pulled, p, CONFIG, NOW))["FineTuned"] == ("False", "Training")
     trained = Observed(
         resolved=resolved(),
-        claim_uid=VOLUME_UID,
         pull=JobState(succeeded=True),
         finetune=JobState(
             succeeded=True,
@@ -223,30 +213,19 @@ def test_unchanged_fine_tune_spec_keeps_its_adapter() -> None:
     a = model(fineTune={"dataset": {"uri": "pvc://data/train.jsonl"}})
     b = model(fineTune={"dataset": {"uri": "pvc://data/train.jsonl"}, "resources": {"gpus": 2}})
     c = model(fineTune={"dataset": {"uri": "pvc://data/train.jsonl"}, "training": {"learningRate": 1e-4}})
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     ids = [plan(x, observed, CONFIG).desired.adapter.path for x in (a, b, c)]  # type: ignore[union-attr]
     assert ids[0] == ids[1], "resources do not change what is trained"
     assert ids[0] != ids[2]
 
 
-def test_the_pull_job_belongs_to_the_volume_once_it_exists() -> None:
+def test_one_pull_job_per_volume_whichever_model_asks() -> None:
     m = model()
-    waiting = plan(m, Observed(resolved=resolved(), pull=None), CONFIG)
-    assert kinds(waiting.children) == ["Service", "PersistentVolumeClaim"]
-    job = plan(m, Observed(resolved=resolved(), claim_uid=VOLUME_UID), CONFIG).children[-1]
-    claim = waiting.children[-1]["metadata"]["name"]
-    assert job["metadata"]["ownerReferences"] == [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "name": claim,
-            "uid": VOLUME_UID,
-            "controller": False,
-            "blockOwnerDeletion": False,
-        }
-    ]
-    volume = waiting.children[-1]["metadata"]["labels"]["moorage.dev/weights"]
-    assert job["spec"]["template"]["metadata"]["labels"]["moorage.dev/weights"] == volume
+    children = plan(m, Observed(resolved=resolved(), pull=None), CONFIG).children
+    claim, job = children[-2], children[-1]
+    volume = claim["metadata"]["labels"]["moorage.dev/weights"]
+    assert job["metadata"]["labels"]["moorage.dev/weights"] == volume
+    assert job["spec"]["template"]["metadata"]["labels"]["moorage.dev/weights"] == volume, "its pods too"
     other = OpenSourceModel.parse(
         {
             "metadata": {"name": "other", "namespace": "ml", "uid": "u-2"},
@@ -254,18 +233,14 @@ def test_the_pull_job_belongs_to_the_volume_once_it_exists() -> None:
         }
     )
     assert (
-        plan(other, Observed(resolved=resolved(), claim_uid=VOLUME_UID), CONFIG).children[-1]["metadata"][
-            "name"
-        ]
-        == job["metadata"]["name"]
-    ), "one pull per volume, whichever model asks"
+        plan(other, Observed(resolved=resolved()), CONFIG).children[-1]["metadata"]["name"]
+        == (job["metadata"]["name"])
+    )
 
 
 def test_token_reaches_the_pull_job_only_through_a_secret_ref() -> None:
     m = model(source={"uri": "hf://org/tiny", "tokenSecretRef": {"name": "hf"}})
-    job = plan(
-        m, Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(active=True)), CONFIG
-    ).children[-1]
+    job = plan(m, Observed(resolved=resolved(), pull=JobState(active=True)), CONFIG).children[-1]
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in env
 
@@ -274,7 +249,6 @@ def test_pods_meet_the_restricted_profile() -> None:
     m = model(fineTune={"dataset": {"uri": "hf://datasets/org/data"}})
     observed = Observed(
         resolved=resolved(),
-        claim_uid=VOLUME_UID,
         dataset=resolved(),
         pull=JobState(succeeded=True),
         finetune=JobState(succeeded=True),
@@ -291,7 +265,7 @@ def test_pods_meet_the_restricted_profile() -> None:
 
 
 def test_shared_volume_hash_ignores_owners() -> None:
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(active=True))
+    observed = Observed(resolved=resolved(), pull=JobState(active=True))
     a = plan(model(), observed, CONFIG).children[1]
     other = OpenSourceModel.parse(
         {
@@ -308,9 +282,7 @@ def test_shared_volume_hash_ignores_owners() -> None:
 @pytest.mark.parametrize("replicas", [0])
 def test_scaled_to_zero_is_ready(replicas: int) -> None:
     m = model(serving={"replicas": replicas})
-    deployment = plan(
-        m, Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True)), CONFIG
-    ).children[-1]
+    deployment = plan(m, Observed(resolved=resolved(), pull=JobState(succeeded=True)), CONFIG).children[-1]
     observed = Observed(
         resolved=resolved(), pull=JobState(succeeded=True), deployment=deployment_state(deployment, 0)
     )
@@ -321,9 +293,7 @@ def test_scaled_to_zero_is_ready(replicas: int) -> None:
 
 
 def test_serving_target_round_trips_through_annotations() -> None:
-    target = plan(
-        model(), Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True)), CONFIG
-    ).target
+    target = plan(model(), Observed(resolved=resolved(), pull=JobState(succeeded=True)), CONFIG).target
     assert target is not None
     assert ServingTarget.from_annotations(target.annotations()) == target
     assert ConditionType.READY == "Ready"
@@ -332,17 +302,17 @@ def test_serving_target_round_trips_through_annotations() -> None:
 def test_pull_progress_shows_in_status() -> None:
     m = model()
     line = "1.0 GiB / 1.9 GiB (53.7%), 96.0 MiB/s, 1/2 files"
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(active=True, progress=line))
+    observed = Observed(resolved=resolved(), pull=JobState(active=True, progress=line))
     s = status(m, observed, plan(m, observed, CONFIG), CONFIG, NOW)
     assert s.weights is not None and s.weights.progress == line
     weights = next(c for c in s.conditions if c.type == "WeightsReady")
     assert weights.reason == "Pulling" and weights.message.endswith(line)
-    done = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True, progress=line))
+    done = Observed(resolved=resolved(), pull=JobState(succeeded=True, progress=line))
     assert status(m, done, plan(m, done, CONFIG), CONFIG, NOW).weights.progress is None  # type: ignore[union-attr]
 
 
 def test_a_disruption_budget_only_with_two_replicas_or_more() -> None:
-    pulled = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    pulled = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     assert "PodDisruptionBudget" not in kinds(plan(model(), pulled, CONFIG).children)
     budget = plan(model(serving={"replicas": 3}), pulled, CONFIG).children[-1]
     assert budget["kind"] == "PodDisruptionBudget"
@@ -352,7 +322,7 @@ def test_a_disruption_budget_only_with_two_replicas_or_more() -> None:
 
 def test_cpu_serving_takes_no_gpu_and_sizes_memory_from_the_weights() -> None:
     cpu = model(serving={"gpus": 0})
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True))
     deployment = next(c for c in plan(cpu, observed, CONFIG).children if c["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -366,7 +336,7 @@ def test_cpu_serving_takes_no_gpu_and_sizes_memory_from_the_weights() -> None:
 
 
 def test_gpu_serving_requests_cpu_and_memory_unless_set() -> None:
-    observed = Observed(resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True))
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True))
 
     def resources(**serving: Any) -> dict[str, Any]:
         deployment = next(
@@ -385,8 +355,6 @@ def test_gpu_serving_requests_cpu_and_memory_unless_set() -> None:
 
 
 def test_weights_already_on_the_volume_need_no_pull_job() -> None:
-    observed = Observed(
-        resolved=resolved(), claim_uid=VOLUME_UID, pull=JobState(succeeded=True, on_volume=True)
-    )
+    observed = Observed(resolved=resolved(), pull=JobState(succeeded=True, on_volume=True))
     children = plan(model(), observed, CONFIG).children
     assert kinds(children) == ["Service", "PersistentVolumeClaim", "Deployment"]

@@ -111,6 +111,7 @@ class JobKube(FakeKube):
         super().__init__(refusal(500, "unused"), model)
         self.job = job
         self.volume = volume
+        self.patches: list[tuple[str, str, list[Obj]]] = []
         self.applied: list[str] = []
         self.deleted: list[str] = []
 
@@ -129,8 +130,9 @@ class JobKube(FakeKube):
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self.deleted.append(f"{kind}/{name}")
 
-    async def patch(self, *args: object) -> None:
-        pass
+    async def patch(self, *args: Any) -> None:
+        kind, _, name, patch = args
+        self.patches.append((kind, name, patch))
 
 
 def _old_job(name: str, condition: str | None, owner: Obj) -> Obj:
@@ -175,23 +177,29 @@ def test_the_volumes_pull_job_is_never_replaced(condition: str | None, replaced:
     settings (or a new operator's) never replace it nor are applied over it; a person deletes a failed
     one."""
     name = weights.pull_job_name(OpenSourceModel.parse(MODEL), RESOLVED)
-    volume = {"kind": "PersistentVolumeClaim", "uid": "c-1"}
-    kube = JobKube(_old_job(name, condition, volume), volume="empty")
+    kube = JobKube(_old_job(name, condition, {"kind": "OpenSourceModel", "uid": "u-other"}), volume="empty")
     asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
     assert f"Job/{name}" not in kube.applied
     assert kube.deleted == []
 
 
-def test_the_pull_job_waits_for_the_volume_then_belongs_to_it() -> None:
+@pytest.mark.parametrize("owner", ["u-1", "u-other"])
+def test_only_the_model_that_made_the_pull_marks_the_volume_pulled(owner: str) -> None:
+    """A hundred models see the volume's pull succeed at once: one patch, not a hundred."""
+    name = weights.pull_job_name(OpenSourceModel.parse(MODEL), RESOLVED)
+    kube = JobKube(_old_job(name, "Complete", {"kind": "OpenSourceModel", "uid": owner}), volume="empty")
+    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
+    marks = [p for kind, _, p in kube.patches if kind == "PersistentVolumeClaim" and "pulled" in str(p)]
+    assert len(marks) == (1 if owner == "u-1" else 0)
+
+
+def test_the_pull_job_is_named_after_the_volume() -> None:
     model = OpenSourceModel.parse(MODEL)
     name = weights.pull_job_name(model, RESOLVED)
+    assert name == f"moorage-pull-{weights.weights_id(model, RESOLVED)}-{content_hash([], length=8)}"
     kube = JobKube({"metadata": {"name": "no-such-job"}})
     asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
-    assert f"Job/{name}" not in kube.applied  # no volume yet: its creation's event brings the Job
-    kube = JobKube({"metadata": {"name": "no-such-job"}}, volume="empty")
-    asyncio.run(reconciler(kube)("ns", "m"))  # type: ignore[arg-type]
     assert f"Job/{name}" in kube.applied
-    assert name == f"moorage-pull-{weights.weights_id(model, RESOLVED)}-{content_hash([], length=8)}"
 
 
 class ClaimKube(JobKube):
@@ -200,16 +208,11 @@ class ClaimKube(JobKube):
     def __init__(self, claim: Obj) -> None:
         super().__init__({"metadata": {"name": "no-such-job"}})
         self.claim = claim
-        self.patches: list[tuple[str, str, list[Obj]]] = []
 
     async def get(self, kind: str, namespace: str, name: str, **_: object) -> Obj | None:
         if kind == "PersistentVolumeClaim" and name == self.claim["metadata"]["name"]:
             return self.claim
         return await super().get(kind, namespace, name)
-
-    async def patch(self, *args: Any) -> None:
-        kind, _, name, patch = args
-        self.patches.append((kind, name, patch))
 
 
 def test_a_model_joins_a_shared_volume_with_its_owner_reference_alone() -> None:

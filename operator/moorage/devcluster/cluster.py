@@ -148,6 +148,7 @@ class Cluster:
         self._provisioner: Provisioner | None = None
         self._lock = threading.Lock()
         self._stopped = False
+        self.profiling = False
 
     # -- public API ------------------------------------------------------
 
@@ -163,6 +164,7 @@ class Cluster:
         node_bin_dir: Path | None = None,
         image_store: Path | None = None,
         timeout: float = 180.0,
+        profiling: bool = False,
     ) -> Cluster:
         """Build if needed, start everything in ``workdir`` and wait until it is usable.
 
@@ -171,6 +173,7 @@ class Cluster:
         ``image_store``: the real node's containerd root, where loaded images
         stay; default :func:`~moorage.devcluster.node.default_image_store`,
         shared by the runs on this machine so that an image is imported once.
+        ``profiling``: the API server serves Go's pprof at ``/debug/pprof`` (benchmarks).
 
         Child processes are tied to the calling thread (``PR_SET_PDEATHSIG``):
         call this from the main thread or from one that outlives the cluster.
@@ -182,6 +185,7 @@ class Cluster:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             store = image_store if image_store is not None else default_image_store()
             cluster = cls(workdir, binaries, node_binaries, store if real_node else None)
+            cluster.profiling = profiling
             atexit.register(cluster.stop)
             try:
                 cluster._boot(gpu_nodes, gpus_per_node, deadline)
@@ -277,6 +281,10 @@ class Cluster:
         """Whether every component process is still alive."""
         node_ok = self.node is None or self.node.processes.running()
         return self._processes.running() and node_ok
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each control-plane component (etcd, kube-apiserver, ...), by name."""
+        return {c.name: c.proc.pid for c in self._processes.components}
 
     @property
     def host_address(self) -> str:
@@ -407,7 +415,7 @@ class Cluster:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={certs.front_proxy_client.cert}",
                 f"--proxy-client-key-file={certs.front_proxy_client.key}",
-                "--profiling=false",
+                f"--profiling={str(self.profiling).lower()}",
                 "--event-ttl=1h",
             ],
         )

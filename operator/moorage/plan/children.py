@@ -73,8 +73,8 @@ def plan(model: OpenSourceModel, observed: Observed, config: PlanConfig) -> Plan
     resolved = observed.resolved
     if resolved is not None and observed.problem is None:
         children.append(weights.weights_claim(model, resolved))
-        if observed.claim_uid is not None and not (observed.pull and observed.pull.on_volume):
-            children.append(weights.pull_job(model, resolved, config, observed.claim_uid))
+        if not (observed.pull and observed.pull.on_volume):
+            children.append(weights.pull_job(model, resolved, config))
         if model.spec.fine_tune and observed.pull is not None and observed.pull.succeeded:
             children.append(finetune.finetune_job(model, resolved, observed.dataset, config))
         if adapters.enabled(model) and observed.pull is not None and observed.pull.succeeded:

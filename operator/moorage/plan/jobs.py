@@ -92,11 +92,9 @@ def program_job(
     annotations: dict[str, str] | None = None,
     volumes: list[dict[str, Any]] | None = None,
     labels_: dict[str, str] | None = None,
-    owner: dict[str, Any] | None = None,
 ) -> Manifest:
     """A Job of one program container, on the weights volume `claim` (None: none), with more `volumes`
-    (which the container mounts itself), more labels (on the Job and its pods) and another owner than the
-    model."""
+    (which the container mounts itself) and more labels (on the Job and its pods)."""
     weights = [{"name": "weights", "persistentVolumeClaim": {"claimName": claim}}] if claim else []
     pod_spec = {
         "automountServiceAccountToken": False,
@@ -114,5 +112,4 @@ def program_job(
         labels_=job_labels,
         body={"spec": job_spec(container["name"], pod_spec, job_labels, backoff_limit=backoff_limit)},
         annotations=annotations,
-        owner=owner,
     )

@@ -232,8 +232,6 @@ class Observed:
     problem: Problem | None = None
     """A problem found before any child is planned: resolution, sizing, a bad reference."""
     pull: JobState | None = None
-    claim_uid: str | None = None
-    """The weights volume's uid, once it exists: the pull Job belongs to the volume."""
     finetune: JobState | None = None
     adapters: tuple[ResolvedAdapter, ...] = ()
     """spec.adapters, pinned (empty until the source is resolved)."""

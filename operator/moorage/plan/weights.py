@@ -103,30 +103,21 @@ def pull_container(
     return program_container(name, args, model, config, requests=("500m", "512Mi"), memory_limit="2Gi")
 
 
-def pull_job(
-    model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig, claim_uid: str
-) -> Manifest:
-    """The Job that fills the volume, owned by the volume (uid `claim_uid`), not by a model: every model on
-    the volume waits for this one pull, which goes on when the model that asked first is deleted, and goes
-    with the volume. It runs with the settings (hub token included) of the model that asked first."""
+def pull_job(model: OpenSourceModel, resolved: ResolvedSource, config: PlanConfig) -> Manifest:
+    """The Job that fills the volume. One per volume (and include patterns), whichever model asks for it
+    first: every model on the volume waits for it (its label names the volume), and it runs with the
+    settings, hub token included, of the model that made it, which owns it and marks the volume pulled once
+    it succeeded. It goes with that model (so a volume is never held by a finished pod of a Job waiting for
+    the volume to go): a pull cut short that way is made again by another model on the volume, and resumes.
+    """
     container = pull_container("pull", resolved, model.spec.source.include or (), model, config)
-    claim = claim_name(model, resolved)
-    owner = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "name": claim,
-        "uid": claim_uid,
-        "controller": False,
-        "blockOwnerDeletion": False,
-    }
     return program_job(
         model,
         container,
         name=pull_job_name(model, resolved),
         component="weights",
-        claim=claim,
+        claim=claim_name(model, resolved),
         backoff_limit=6,
         annotations={"moorage.dev/revision": resolved.sha},
         labels_={WEIGHTS_LABEL: weights_id(model, resolved)},
-        owner=owner,
     )

@@ -391,18 +391,17 @@ async def observe(
     except SourceProblemError as error:
         problem = error.problem
 
-    pull = tuned = adapters_job = claim_uid = None
+    pull = tuned = adapters_job = None
     if resolved is not None:
         claim_name = weights.claim_name(model, resolved)
         claim = await kube.get("PersistentVolumeClaim", namespace, claim_name)
         if claim:
             live["PersistentVolumeClaim", claim_name] = claim
-            claim_uid = claim["metadata"].get("uid")
         job_name = weights.pull_job_name(model, resolved)
         job, pull = await _job(kube, namespace, job_name, "pull")
         if job:
             live["Job", job_name] = job
-        elif weights.pulled_on(claim, model, resolved):  # marked by operators before the Job was shared
+        elif weights.pulled_on(claim, model, resolved):
             pull = JobState(succeeded=True, on_volume=True)
         if model.spec.fine_tune:
             job_name = finetune.job_name(model, resolved, dataset)
@@ -462,7 +461,6 @@ async def observe(
         dataset=dataset,
         problem=problem,
         pull=pull,
-        claim_uid=claim_uid,
         finetune=tuned,
         adapters=pinned_adapters,
         adapters_job=adapters_job,

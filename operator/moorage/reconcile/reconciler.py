@@ -16,7 +16,7 @@ from moorage.api.errors import describe
 from moorage.api.model import ObjectMeta, OpenSourceModel
 from moorage.api.spec import OpenSourceModelSpec
 from moorage.api.status import AdapterStatus, ConditionType, OpenSourceModelStatus
-from moorage.plan import adapters, serving
+from moorage.plan import adapters, serving, weights
 from moorage.plan.children import Plan, plan
 from moorage.plan.config import PlanConfig
 from moorage.plan.drift import drifted
@@ -104,6 +104,7 @@ class Reconciler:
             await self._apply(raw, model, the_plan, world)
             await self._remove_unwanted_gateway(model, the_plan, world)
             if world.observed.resolved is not None and world.observed.problem is None:
+                await self._mark_pulled(model, world)
                 await self._clean_up(model, the_plan, world)
         except ApplyError as error:
             if namespace_terminating(error.cause):
@@ -175,7 +176,7 @@ class Reconciler:
     ) -> None:
         namespace, uid = model.metadata.namespace, model.metadata.uid
         kind, name = manifest["kind"], manifest["metadata"]["name"]
-        if kind == "Job" and _owned_by_volume(manifest):
+        if kind == "Job" and WEIGHTS_LABEL in manifest["metadata"]["labels"]:
             if live is None:
                 await self._start_pull(model, manifest)
             return  # the volume's pull is every model's on it: none replaces it (their settings may differ)
@@ -287,6 +288,23 @@ class Reconciler:
                 except ApiError as error:
                     raise ApplyError(api.kind, name, error) from error
                 log.info("%s/%s: removed %s %s (no longer in spec.gateway)", *model.key, api.kind, name)
+
+    async def _mark_pulled(self, model: OpenSourceModel, world: World) -> None:
+        """The volume's pull Job succeeded: its owner (the model that made it, alone, so once per volume)
+        marks the volume pulled, which stays when the Job goes with its owner."""
+        resolved, pull = world.observed.resolved, world.observed.pull
+        if resolved is None or pull is None or not pull.succeeded or pull.on_volume:
+            return
+        job = world.live.get(("Job", weights.pull_job_name(model, resolved)))
+        name = weights.claim_name(model, resolved)
+        claim = world.live.get(("PersistentVolumeClaim", name))
+        if job is None or not _owned_by(job, model.metadata.uid) or claim is None:
+            return
+        if weights.pulled_on(claim, model, resolved):
+            return
+        key = weights.pulled_annotation(model).replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "add", "path": f"/metadata/annotations/{key}", "value": resolved.sha}]
+        await self.kube.patch("PersistentVolumeClaim", model.metadata.namespace, name, patch)
 
     async def _clean_up(self, model: OpenSourceModel, the_plan: Plan, world: World) -> None:
         """Jobs of earlier specs go, and a budget no longer wanted; volumes no longer used are released
@@ -408,11 +426,6 @@ def _same_hash(live: Obj, manifest: Obj) -> bool:
 
 def _name(metadata: Obj) -> Obj:
     return {"name": metadata["name"], "namespace": metadata["namespace"]}
-
-
-def _owned_by_volume(manifest: Obj) -> bool:
-    owners = manifest["metadata"].get("ownerReferences") or []
-    return any(o.get("kind") == "PersistentVolumeClaim" for o in owners)
 
 
 def _succeeded(job: Obj) -> bool:
