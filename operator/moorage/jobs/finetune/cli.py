@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         report = Report(ok=False, reason=TRAINING_FAILED, message=f"{type(exc).__name__}: {exc}")
         code = ExitCode.RETRYABLE
     (log.info if report.ok else log.error)("%s: %s", report.reason, report.message)
-    report.write()
+    if first or not report.ok:
+        # Workers that succeeded say the same: the first says it. Several writing the one file at once
+        # interleaved their reports into one that no longer parsed.
+        report.write()
     record_exit_code(code)
     return int(code)
 
