@@ -168,10 +168,11 @@ async def _model_event(
     type: str | None, body: kopf.Body, namespace: str | None, name: str | None, **_: Any
 ) -> None:
     _seen(MODELS, type, body)
-    if type != "DELETED" and not _echo(MODELS, body):
+    if type == "DELETED":
+        if namespace and name:
+            Operator.metrics.model_gone((namespace, name))
+    elif not _echo(MODELS, body):
         _trigger(namespace, name)
-    elif namespace and name:
-        Operator.metrics.model_gone((namespace, name))
 
 
 def _owners(body: Mapping[str, Any]) -> list[str]:
